@@ -1,0 +1,1 @@
+"""Spoolhouse: durable background jobs for Flask and any WSGI app."""

@@ -1,0 +1,220 @@
+"""The backend contract.
+
+A backend stores :class:`~spoolhouse.job.Job` records: opaque payload bytes
+plus indexed metadata. It never imports the serializer or the task registry.
+Its public methods are the allowed state transitions; each docstring states the
+precondition and the effect, and ``tests/contract`` checks every backend
+against them. Every method that decides "due" or "expired" takes ``now``.
+
+Fencing: ``claim`` gives each attempt a fresh lease token. Every transition of
+a running job takes that token and does nothing (returns ``False`` or
+``LeaseState.LOST``) when the job's current token differs, so a stale worker
+whose lease was rescued cannot complete, retry or fail the job.
+
+Errors: a backend that cannot be reached within its bounded time raises
+:class:`~spoolhouse.errors.BackendUnavailable` (or ``EnqueueTimeout``), and
+``StorageFull`` when its storage refuses the write. A failed write stores
+nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from ..job import Job
+
+
+class LeaseState(enum.StrEnum):
+    """What a heartbeat or progress report learns about a lease."""
+
+    HELD = "held"  # the lease is ours and was extended
+    ABORT = "abort"  # still ours, but cancellation was requested
+    LOST = "lost"  # the job was rescued, finished or deleted; stop reporting
+
+
+class CancelResult(enum.StrEnum):
+    """What :meth:`Backend.cancel` did."""
+
+    CANCELLED = "cancelled"  # was pending; it will never run
+    ABORTING = "aborting"  # was running; the worker was asked to abort cooperatively
+    NOOP = "noop"  # already final, or no such job
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage for jobs. Implementations: memory, sqlite, redis."""
+
+    #: the URL this backend was opened from, with any password masked
+    url: str
+
+    # -- producer ---------------------------------------------------------------
+    def enqueue(self, job: Job, *, now: float) -> Job:
+        """Store ``job`` durably and return the stored record.
+
+        Precondition: ``job.state`` is pending, ``job.attempt`` is 0.
+        When ``job.key`` is set and a live (pending or running) job has the
+        same key, nothing is stored and that existing job is returned; callers
+        compare ids to tell. Returns only after the write is durable, and
+        wakes idle workers of ``job.queue``.
+        """
+        ...
+
+    def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
+        """Store all ``jobs`` in one transaction (all or none), in order.
+
+        Returns the stored records in the same order, applying the unique-key
+        rule of :meth:`enqueue` to each (also between jobs of the batch).
+        """
+        ...
+
+    # -- worker -----------------------------------------------------------------
+    def claim(
+        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+    ) -> list[Job]:
+        """Atomically move up to ``limit`` due jobs to running and return them.
+
+        Due: pending with ``run_at <= now``. Queues are served in the order
+        given (a job of ``queues[0]`` before any of ``queues[1]``); within a
+        queue, higher ``priority`` first, then older ``run_at``, then id.
+        Each claimed job gets ``attempt + 1``, ``started_at = now``,
+        ``worker_id``, a fresh lease token and ``lease_expires_at = now + lease``.
+        A job is never claimed by two callers.
+        """
+        ...
+
+    def extend_leases(
+        self, leases: Mapping[str, str], *, now: float, lease: float
+    ) -> dict[str, LeaseState]:
+        """Heartbeat: for each ``job_id -> token`` held, push expiry to ``now + lease``.
+
+        Returns the state of every lease asked about: HELD, ABORT (extended,
+        but cancel was requested) or LOST (token no longer current).
+        """
+        ...
+
+    def set_progress(self, job_id: str, token: str, progress: str) -> LeaseState:
+        """Record ``progress`` (JSON text) for the running job held with ``token``."""
+        ...
+
+    def complete(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        now: float,
+        result: bytes | None,
+        expires_at: float | None,
+    ) -> bool:
+        """running → succeeded. Stores ``result``; the job may be pruned after ``expires_at``.
+
+        Returns ``False`` (and changes nothing) when ``token`` is not current.
+        """
+        ...
+
+    def retry(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        now: float,
+        run_at: float,
+        error: str,
+        count: bool = True,
+    ) -> bool:
+        """running → pending at ``run_at``, keeping ``error`` as the last error.
+
+        With ``count=False`` the attempt is given back (``attempt - 1``).
+        Returns ``False`` when ``token`` is not current.
+        """
+        ...
+
+    def fail(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        """running → failed (dead letter) with ``error``. ``False`` when ``token`` is not current."""
+        ...
+
+    def release(self, job_id: str, token: str, *, now: float) -> bool:
+        """running → pending, due now, attempt given back: the worker stopped before finishing.
+
+        Used at shutdown so that another worker runs the job at once instead
+        of waiting for the lease to expire. ``False`` when ``token`` is not current.
+        """
+        ...
+
+    def rescue(
+        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+    ) -> Job | None:
+        """The worker holding ``token`` died: running → pending, or → failed.
+
+        ``lost`` is incremented; the job fails (reason in ``error``) when
+        ``attempt >= max_attempts`` or ``lost >= max_lost``, else it is pending
+        and due now. Returns the new record, or ``None`` when ``token`` is not
+        current.
+        """
+        ...
+
+    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+        """Apply :meth:`rescue` to every running job whose lease expired before ``now``."""
+        ...
+
+    def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
+        """Earliest ``run_at`` of a pending job in ``queues`` (may be <= now), or ``None``."""
+        ...
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when a job is enqueued to ``queues``.
+
+        May return early spuriously; callers re-check with :meth:`claim`.
+        """
+        ...
+
+    # -- operator ---------------------------------------------------------------
+    def cancel(self, job_id: str, *, now: float) -> CancelResult:
+        """pending → cancelled; running → abort requested; otherwise nothing."""
+        ...
+
+    def requeue(self, job_id: str, *, now: float) -> bool:
+        """failed or cancelled → pending, due now, with attempts and losses reset.
+
+        ``False`` when the job is in another state, missing, or its unique key
+        is now taken by another live job.
+        """
+        ...
+
+    def prune(self, *, now: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` final jobs whose ``expires_at <= now``; return how many."""
+        ...
+
+    def purge(
+        self, *, states: Sequence[str], queue: str | None = None, before: float | None = None
+    ) -> int:
+        """Delete jobs in final ``states`` (optionally of ``queue``, finished before ``before``)."""
+        ...
+
+    # -- inspection -------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, or ``None``."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[Job]:
+        """Jobs newest first (by id), filtered; ``cursor`` is the last id of the previous page."""
+        ...
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {stored state: count}}`` for every queue holding jobs."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and sockets. The backend may be reopened by using it again."""
+        ...

@@ -1,0 +1,347 @@
+"""The reference backend: everything in a dict, guarded by one lock.
+
+Used by tests and by ``Spooler("memory://")``. It is the plainest reading of
+the contract in :mod:`spoolhouse.backends.base`; when in doubt about a rule,
+this file is the executable statement of it. Not durable and not shared across
+processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+
+from ..job import FINAL_STATES, LIVE_STATES, Job, JobState
+from .base import CancelResult, LeaseState
+
+
+def new_token() -> str:
+    """A fresh lease (fencing) token."""
+    return os.urandom(8).hex()
+
+
+class MemoryBackend:
+    """In-process backend. Thread-safe; one instance per process."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Condition()
+
+    # -- helpers -----------------------------------------------------------------
+    def _live_with_key(self, key: str) -> Job | None:
+        for job in self._jobs.values():
+            if job.key == key and job.state in LIVE_STATES:
+                return job
+        return None
+
+    def _held(self, job_id: str, token: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.RUNNING or job.lease != token:
+            return None
+        return job
+
+    def _put_locked(self, job: Job) -> Job:
+        if job.key is not None:
+            existing = self._live_with_key(job.key)
+            if existing is not None:
+                return existing
+        self._jobs[job.id] = job
+        return job
+
+    # -- producer ----------------------------------------------------------------
+    def enqueue(self, job: Job, *, now: float) -> Job:
+        with self._lock:
+            stored = self._put_locked(job)
+            self._lock.notify_all()
+            return stored
+
+    def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
+        with self._lock:
+            stored = [self._put_locked(job) for job in jobs]
+            self._lock.notify_all()
+            return stored
+
+    # -- worker ------------------------------------------------------------------
+    def claim(
+        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+    ) -> list[Job]:
+        claimed: list[Job] = []
+        with self._lock:
+            for queue in queues:
+                if len(claimed) >= limit:
+                    break
+                due = [
+                    j
+                    for j in self._jobs.values()
+                    if j.queue == queue and j.state is JobState.PENDING and j.run_at <= now
+                ]
+                due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+                for job in due[: limit - len(claimed)]:
+                    running = job.replace(
+                        state=JobState.RUNNING,
+                        attempt=job.attempt + 1,
+                        started_at=now,
+                        worker_id=worker_id,
+                        lease=new_token(),
+                        lease_expires_at=now + lease,
+                    )
+                    self._jobs[job.id] = running
+                    claimed.append(running)
+        return claimed
+
+    def extend_leases(
+        self, leases: Mapping[str, str], *, now: float, lease: float
+    ) -> dict[str, LeaseState]:
+        out: dict[str, LeaseState] = {}
+        with self._lock:
+            for job_id, token in leases.items():
+                job = self._held(job_id, token)
+                if job is None:
+                    out[job_id] = LeaseState.LOST
+                    continue
+                self._jobs[job_id] = job.replace(lease_expires_at=now + lease)
+                out[job_id] = LeaseState.ABORT if job.abort_requested else LeaseState.HELD
+        return out
+
+    def set_progress(self, job_id: str, token: str, progress: str) -> LeaseState:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return LeaseState.LOST
+            self._jobs[job_id] = job.replace(progress=progress)
+            return LeaseState.ABORT if job.abort_requested else LeaseState.HELD
+
+    def complete(
+        self, job_id: str, token: str, *, now: float, result: bytes | None, expires_at: float | None
+    ) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = job.replace(
+                state=JobState.SUCCEEDED,
+                result=result,
+                finished_at=now,
+                expires_at=expires_at,
+                lease=None,
+                lease_expires_at=None,
+            )
+            return True
+
+    def retry(
+        self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True
+    ) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = job.replace(
+                state=JobState.PENDING,
+                run_at=run_at,
+                error=error,
+                attempt=job.attempt if count else job.attempt - 1,
+                lease=None,
+                lease_expires_at=None,
+                worker_id=None,
+            )
+            self._lock.notify_all()
+            return True
+
+    def fail(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = job.replace(
+                state=JobState.FAILED,
+                error=error,
+                finished_at=now,
+                expires_at=expires_at,
+                lease=None,
+                lease_expires_at=None,
+            )
+            return True
+
+    def release(self, job_id: str, token: str, *, now: float) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = job.replace(
+                state=JobState.PENDING,
+                run_at=now,
+                attempt=job.attempt - 1,
+                lease=None,
+                lease_expires_at=None,
+                worker_id=None,
+            )
+            self._lock.notify_all()
+            return True
+
+    def _rescue_locked(self, job: Job, *, now: float, max_lost: int, error: str) -> Job:
+        lost = job.lost + 1
+        if job.attempt >= job.max_attempts or lost >= max_lost:
+            new = job.replace(
+                state=JobState.FAILED,
+                lost=lost,
+                error=error,
+                finished_at=now,
+                lease=None,
+                lease_expires_at=None,
+            )
+        else:
+            new = job.replace(
+                state=JobState.PENDING,
+                lost=lost,
+                error=error,
+                run_at=now,
+                lease=None,
+                lease_expires_at=None,
+                worker_id=None,
+            )
+        self._jobs[job.id] = new
+        return new
+
+    def rescue(
+        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+    ) -> Job | None:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return None
+            new = self._rescue_locked(job, now=now, max_lost=max_lost, error=error)
+            self._lock.notify_all()
+            return new
+
+    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+        with self._lock:
+            expired = [
+                j
+                for j in self._jobs.values()
+                if j.state is JobState.RUNNING
+                and j.lease_expires_at is not None
+                and j.lease_expires_at < now
+            ]
+            out = [self._rescue_locked(j, now=now, max_lost=max_lost, error=error) for j in expired]
+            if out:
+                self._lock.notify_all()
+            return out
+
+    def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
+        with self._lock:
+            times = [
+                j.run_at
+                for j in self._jobs.values()
+                if j.state is JobState.PENDING and j.queue in queues
+            ]
+        return min(times) if times else None
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        with self._lock:
+            self._lock.wait(timeout)
+
+    # -- operator ----------------------------------------------------------------
+    def cancel(self, job_id: str, *, now: float) -> CancelResult:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return CancelResult.NOOP
+            if job.state is JobState.PENDING:
+                self._jobs[job_id] = job.replace(
+                    state=JobState.CANCELLED,
+                    finished_at=now,
+                    expires_at=None if job.result_ttl is None else now + job.result_ttl,
+                )
+                return CancelResult.CANCELLED
+            if job.state is JobState.RUNNING:
+                self._jobs[job_id] = job.replace(abort_requested=True)
+                return CancelResult.ABORTING
+            return CancelResult.NOOP
+
+    def requeue(self, job_id: str, *, now: float) -> bool:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state not in (JobState.FAILED, JobState.CANCELLED):
+                return False
+            if job.key is not None and self._live_with_key(job.key) is not None:
+                return False
+            self._jobs[job_id] = job.replace(
+                state=JobState.PENDING,
+                run_at=now,
+                attempt=0,
+                lost=0,
+                finished_at=None,
+                expires_at=None,
+                abort_requested=False,
+                worker_id=None,
+            )
+            self._lock.notify_all()
+            return True
+
+    def prune(self, *, now: float, limit: int = 1000) -> int:
+        with self._lock:
+            doomed = [
+                j.id
+                for j in self._jobs.values()
+                if j.state in FINAL_STATES and j.expires_at is not None and j.expires_at <= now
+            ][:limit]
+            for job_id in doomed:
+                del self._jobs[job_id]
+            return len(doomed)
+
+    def purge(
+        self, *, states: Sequence[str], queue: str | None = None, before: float | None = None
+    ) -> int:
+        wanted = {JobState(s) for s in states} & FINAL_STATES
+        with self._lock:
+            doomed = [
+                j.id
+                for j in self._jobs.values()
+                if j.state in wanted
+                and (queue is None or j.queue == queue)
+                and (before is None or (j.finished_at or 0.0) < before)
+            ]
+            for job_id in doomed:
+                del self._jobs[job_id]
+            return len(doomed)
+
+    # -- inspection --------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[Job]:
+        with self._lock:
+            jobs = [
+                j
+                for j in self._jobs.values()
+                if (state is None or j.state == state)
+                and (queue is None or j.queue == queue)
+                and (task is None or j.task == task)
+                and (cursor is None or j.id < cursor)
+            ]
+        jobs.sort(key=lambda j: j.id, reverse=True)
+        return jobs[:limit]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for j in self._jobs.values():
+                per = out.setdefault(j.queue, {})
+                per[j.state.value] = per.get(j.state.value, 0) + 1
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,103 @@
+"""The job record, its states, and the id scheme.
+
+A :class:`Job` is what a backend stores: opaque payload bytes plus the
+metadata the backend indexes on. Records are frozen; a state transition in a
+backend produces a new record. Times are Unix seconds (UTC) as floats, so
+every backend stores them the same way and comparisons need no parsing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    """States a backend stores. See :func:`shown_status` for the finer states users see."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the dead-letter state: attempts exhausted or not retryable
+    CANCELLED = "cancelled"
+
+
+#: States in which a job is "live": its unique key blocks a second enqueue.
+LIVE_STATES = frozenset({JobState.PENDING, JobState.RUNNING})
+#: States a job never leaves except through an operator's ``requeue``.
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+#: Every status :meth:`JobHandle.status` can return.
+STATUSES = (
+    "pending",
+    "scheduled",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Job:
+    """One stored job. Backends create and transition these; nothing else mutates them."""
+
+    id: str  # time-ordered UUID (v7 layout) as a 36-character string
+    task: str  # registry name of the task; resolved only through the registry
+    queue: str  # queue name the job waits in
+    payload: bytes  # serialized (args, kwargs); opaque to the backend
+    state: JobState = JobState.PENDING
+    priority: int = 0  # higher runs first among due jobs of one queue
+    run_at: float = 0.0  # not claimable before this time
+    attempt: int = 0  # attempts started so far; claim increments it
+    max_attempts: int = 1  # 1 + retries
+    timeout: float | None = None  # seconds an attempt may run before it is killed
+    key: str | None = None  # unique key: at most one live job per key
+    created_at: float = 0.0
+    started_at: float | None = None  # start of the latest attempt
+    finished_at: float | None = None  # when it reached a final state
+    worker_id: str | None = None  # who holds the lease
+    lease: str | None = None  # fencing token of the current lease
+    lease_expires_at: float | None = None
+    lost: int = 0  # attempts whose worker died (rescued leases)
+    result: bytes | None = None  # serialized return value, when kept
+    result_ttl: float | None = None  # seconds to keep a finished job; None keeps it forever
+    expires_at: float | None = None  # a finished job may be pruned after this
+    error: str | None = None  # JSON text: {"type", "message", "traceback", "reason"}
+    progress: str | None = None  # JSON text: {"current", "total", "message"}
+    abort_requested: bool = False  # cooperative abort of a running job was asked for
+
+    def replace(self, **changes: Any) -> Job:
+        """Return a copy with ``changes`` applied (records are immutable)."""
+        return dataclasses.replace(self, **changes)
+
+
+def shown_status(job: Job, now: float) -> str:
+    """The status users see: ``pending`` splits into ``scheduled`` and ``retrying``."""
+    if job.state is JobState.PENDING:
+        if job.attempt > 0:
+            return "retrying"
+        if job.run_at > now:
+            return "scheduled"
+    return job.state.value
+
+
+def new_job_id(now: float | None = None) -> str:
+    """A UUID whose first 48 bits are the creation time in milliseconds.
+
+    Ids sort by creation time, which keeps B-tree inserts at the right edge and
+    gives keyset pagination a stable order. The layout follows UUIDv7 (RFC 9562).
+    """
+    ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | rand
+    # version 7 and the RFC 4122 variant bits
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,375 @@
+"""Spooler: the registry, the backend, the serializer and the clock, in one object."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from .backends import DEFAULT_URL, open_backend
+from .backends.base import Backend
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigurationError, PayloadTooLarge, UnknownTask
+from .handle import JobHandle
+from .job import Job, JobState, new_job_id
+from .registry import Registry, default_name
+from .retry import RetryPolicy
+from .task import (
+    SpoolOptions,
+    Task,
+    TaskConfig,
+    check_key,
+    check_priority,
+    check_queue,
+    check_timeout,
+)
+from .timing import resolve_run_at
+
+if TYPE_CHECKING:
+    from .context import RunningJob
+    from .serializer import Serializer
+    from .worker.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("spoolhouse")
+
+#: ``(running_job, call_next) -> result``: wraps every task execution in a worker.
+Middleware = Callable[["RunningJob", Callable[[], Any]], Any]
+
+_UNSET: Any = object()
+
+
+class Spooler:
+    """Durable background jobs.
+
+    :param url: where jobs are stored: ``sqlite:///spoolhouse.db`` (the default,
+        a file in the working directory), ``redis://host:6379/0``, ``memory://``
+        for tests, or ``inline://`` to run each job right away in the caller
+        (after a real serialize round trip). A Flask app may be passed instead;
+        see :meth:`init_app`.
+    :param serializer: how arguments and results are stored; JSON with tagged
+        types by default. Pickle is never used unless passed here explicitly.
+    :param clock: where time comes from; tests pass a ``FakeClock``.
+    :param max_payload: largest serialized arguments accepted, in bytes.
+    :param result_ttl: seconds a finished job and its result are kept (``None``: forever).
+    :param failed_ttl: seconds a failed (dead-letter) job is kept (``None``: forever).
+    :param lease: seconds a worker holds a job between heartbeats before it is
+        presumed dead and the job is rescued.
+    :param heartbeat: seconds between lease extensions.
+    :param max_lost: a job whose worker died this many times is failed (poison pill).
+    :param backend_options: passed to the backend (``synchronous=``, ``busy_timeout=``,
+        ``prefix=``, ``enqueue_timeout=``…).
+
+    Example::
+
+        spooler = Spooler("sqlite:///var/spool.db")
+
+        @spooler.task(retries=3, timeout=30)
+        def send_email(to: str, subject: str) -> str: ...
+
+        job = send_email.spool("a@b.c", subject="hi")
+    """
+
+    def __init__(
+        self,
+        url: Any = None,
+        *,
+        serializer: Serializer | None = None,
+        clock: Clock | None = None,
+        max_payload: int = 1 << 20,
+        result_ttl: float | None = 86400.0,
+        failed_ttl: float | None = 30 * 86400.0,
+        lease: float = 30.0,
+        heartbeat: float = 10.0,
+        max_lost: int = 3,
+        **backend_options: Any,
+    ) -> None:
+        app = None
+        if url is not None and not isinstance(url, str):
+            if hasattr(url, "config") and hasattr(url, "extensions"):
+                app, url = url, None  # a Flask app: Spooler(app)
+            else:
+                raise ConfigurationError(
+                    f"Spooler() takes a backend URL string or a Flask app, not {type(url).__name__}"
+                )
+        if heartbeat >= lease:
+            raise ConfigurationError(
+                f"heartbeat ({heartbeat}s) must be shorter than lease ({lease}s), or leases "
+                "expire between heartbeats and running jobs are rescued"
+            )
+        self.url: str | None = url
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self.max_payload = max_payload
+        self.result_ttl = result_ttl
+        self.failed_ttl = failed_ttl
+        self.lease = float(lease)
+        self.heartbeat = float(heartbeat)
+        self.max_lost = max_lost
+        self.backend_options = backend_options
+        self.registry = Registry()
+        self.middleware: list[Middleware] = []
+        self._serializer = serializer
+        self._backend: Backend | None = None
+        self._backend_pid = 0
+        self._lock = threading.Lock()
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<Spooler {self.url or DEFAULT_URL} tasks={len(self.registry)}>"
+
+    # -- wiring --------------------------------------------------------------------
+    @property
+    def serializer(self) -> Serializer:
+        if self._serializer is None:
+            from .serializer import JSONSerializer
+
+            self._serializer = JSONSerializer()
+        return self._serializer
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, opened on first use in each process (never shared across fork)."""
+        backend = self._backend
+        if backend is not None and self._backend_pid == os.getpid():
+            return backend
+        with self._lock:
+            if self._backend is None or self._backend_pid != os.getpid():
+                self._backend = self._open_backend()
+                self._backend_pid = os.getpid()
+            return self._backend
+
+    def _open_backend(self) -> Backend:
+        url = self.url or DEFAULT_URL
+        if url.startswith("inline:"):
+            from .backends.inline import InlineBackend
+
+            return InlineBackend(url, runner=self._run_inline)
+        return open_backend(url, **self.backend_options)
+
+    def configure(self, url: str | None = None, **backend_options: Any) -> None:
+        """Point the spooler at another store (used by ``init_app`` and tests)."""
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+            self._backend = None
+            if url is not None:
+                self.url = url
+            self.backend_options.update(backend_options)
+
+    def close(self) -> None:
+        """Close this process's backend connections."""
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+    def init_app(self, app: Any) -> None:
+        """Bind to a Flask app: configuration from ``app.config``, an app context per job.
+
+        See :func:`spoolhouse.flask.init_app` for the configuration keys.
+        """
+        from .flask import init_app
+
+        init_app(self, app)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Wrap every task execution: ``middleware(running_job, call_next)``."""
+        self.middleware.append(middleware)
+
+    # -- tasks ---------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        backoff_factor: float = 2.0,
+        backoff_cap: float = 3600.0,
+        jitter: float = 0.2,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+        result_ttl: float | None = _UNSET,
+        store_result: bool = True,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        backoff_factor: float = 2.0,
+        backoff_cap: float = 3600.0,
+        jitter: float = 0.2,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
+        result_ttl: float | None = _UNSET,
+        store_result: bool = True,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task. Use as ``@spooler.task`` or ``@spooler.task(...)``.
+
+        :param retries: retries after the first attempt when it raises (0: none).
+        :param backoff: seconds before the first retry; each further retry waits
+            ``backoff_factor`` times longer, up to ``backoff_cap``, spread by ``jitter``.
+        :param retry_on: exception types that retry; others fail at once.
+        :param timeout: seconds an attempt may run; the worker process running it
+            is killed when it overruns and the attempt counts as failed.
+        :param result_ttl: seconds to keep the finished job and result (default:
+            the spooler's); ``store_result=False`` keeps the status but not the value.
+        """
+        check_queue(queue)
+        check_priority(priority)
+        config_kwargs: dict[str, Any] = {
+            "queue": queue,
+            "priority": priority,
+            "retry": RetryPolicy(
+                retries=retries, base=backoff, factor=backoff_factor, cap=backoff_cap,
+                jitter=jitter, retry_on=retry_on,
+            ),
+            "timeout": check_timeout(timeout),
+            "result_ttl": self.result_ttl if result_ttl is _UNSET else result_ttl,
+            "store_result": store_result,
+        }
+
+        def decorate(f: Callable[P, R]) -> Task[P, R]:
+            config = TaskConfig(name=name or default_name(f), **config_kwargs)
+            task = Task(self, f, config)
+            self.registry.add(task)
+            return task
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    def queues(self) -> list[str]:
+        """Queues of the registered tasks, ``default`` first."""
+        names = {self.registry.get(n).config.queue for n in self.registry}
+        names.add("default")
+        return ["default", *sorted(names - {"default"})]
+
+    # -- producing -----------------------------------------------------------------
+    def build_job(
+        self,
+        task: Task[Any, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        opts: SpoolOptions,
+        now: float,
+    ) -> Job:
+        """Validate a call and its options and make the job record; stores nothing."""
+        if task.name not in self.registry:
+            raise UnknownTask(
+                f"task {task.name!r} is not registered with this spooler; decorate it with "
+                "@spooler.task on the spooler you spool through"
+            )
+        task.check_call(args, kwargs)
+        config = task.config
+        run_at = resolve_run_at(now, at=opts.at, delay=opts.delay)
+        retries = config.retry.retries
+        if opts.retries is not None:
+            retries = RetryPolicy(retries=opts.retries).retries
+        payload = self.serializer.dumps_call(args, kwargs)
+        if len(payload) > self.max_payload:
+            raise PayloadTooLarge(len(payload), self.max_payload)
+        return Job(
+            id=new_job_id(now),
+            task=task.name,
+            queue=config.queue if opts.queue is None else check_queue(opts.queue),
+            payload=payload,
+            priority=config.priority if opts.priority is None else check_priority(opts.priority),
+            run_at=run_at,
+            max_attempts=retries + 1,
+            timeout=config.timeout if opts.timeout is None else check_timeout(opts.timeout),
+            key=check_key(opts.key),
+            created_at=now,
+            result_ttl=config.result_ttl,
+        )
+
+    def enqueue_call(
+        self, task: Task[P, R], args: Sequence[Any], kwargs: dict[str, Any], opts: SpoolOptions
+    ) -> JobHandle[R]:
+        now = self.clock.now()
+        job = self.build_job(task, args, kwargs, opts, now)
+        stored = self.backend.enqueue(job, now=now)
+        return JobHandle(self, stored.id)
+
+    def enqueue_calls(
+        self,
+        task: Task[P, R],
+        calls: Iterable[tuple[Sequence[Any], dict[str, Any]]],
+        opts: SpoolOptions,
+    ) -> list[JobHandle[R]]:
+        now = self.clock.now()
+        jobs = []
+        for index, (args, kwargs) in enumerate(calls):
+            try:
+                jobs.append(self.build_job(task, args, kwargs, opts, now))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"item {index}: {exc}") from exc
+        if not jobs:
+            return []
+        stored = self.backend.enqueue_many(jobs, now=now)
+        return [JobHandle(self, j.id) for j in stored]
+
+    # -- inspecting ----------------------------------------------------------------
+    def job(self, job_id: str) -> JobHandle[Any]:
+        """A handle for a job id (from a log line, a URL, another process)."""
+        return JobHandle(self, job_id)
+
+    def wait_for(
+        self, job_id: str, states: set[JobState], timeout: float | None
+    ) -> Job:
+        """Wait until the job is in one of ``states``; ``TimeoutError`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            job = self.backend.get(job_id)
+            if job is None:
+                raise LookupError(f"job {job_id} is not in the store")
+            if job.state in states:
+                return job
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"job {job_id} is still {job.state.value} after {timeout}s"
+                    )
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    # -- executing -----------------------------------------------------------------
+    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Worker:
+        """An in-process worker for these queues (see :class:`spoolhouse.worker.Worker`)."""
+        from .worker.worker import Worker
+
+        return Worker(self, queues=queues, **options)
+
+    def drain(self, queues: Sequence[str] | None = None, *, max_jobs: int | None = None) -> int:
+        """Run every due job in this process until none is left; return how many ran.
+
+        Jobs that retry into the future are not waited for; advance a
+        ``FakeClock`` and drain again.
+        """
+        return self.worker(queues).drain(max_jobs=max_jobs)
+
+    def _run_inline(self, job: Job) -> None:
+        from .worker.worker import Worker
+
+        Worker(self, queues=[job.queue], worker_id="inline").run_job_id(job.id)

@@ -1,0 +1,391 @@
+"""Supervisor: N worker processes, restarted when they die.
+
+The parent never touches a job's code; it tracks what each child is running
+(from messages the child sends on a pipe) so that it can
+
+* rescue a dead child's jobs at once (not after the lease), counting the loss
+  so a job that kills its process three times ends ``failed`` (poison pill);
+* kill a child whose job overran its ``timeout`` and count the attempt;
+* recycle a child after ``max_tasks`` jobs;
+* pass SIGTERM/SIGINT on: the first asks for a warm stop, the second a cold one;
+* run maintenance: rescue expired leases (other hosts' dead workers), prune.
+
+Children are started with the ``spawn`` method, so no connection, lock or
+thread crosses a ``fork()``; each child imports the app again from ``app_ref``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ..lifecycle import Fail, RetryAt, after_error, error_text
+from ..spooler import Spooler
+
+log = logging.getLogger("spoolhouse.supervisor")
+
+#: extra seconds past ``shutdown_timeout`` before a child that ignores a stop is killed
+KILL_GRACE = 5.0
+#: a child that dies sooner than this after starting is restarted with a backoff
+FAST_DEATH = 2.0
+
+
+@dataclass
+class Running:
+    job_id: str
+    token: str
+    task: str
+    started: float  # monotonic
+    timeout: float | None
+
+
+@dataclass
+class Child:
+    index: int
+    process: Any  # multiprocessing.Process (spawn context)
+    conn: Connection
+    started: float  # monotonic
+    running: dict[str, Running] = field(default_factory=dict)
+    timed_out: bool = False
+    stop_sent: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What each child needs; pickled to the spawned process."""
+
+    app_ref: str
+    queues: tuple[str, ...] | None = None
+    threads: int = 1
+    max_tasks: int | None = None
+    shutdown_timeout: float = 30.0
+    burst: bool = False
+    log_level: int | None = None
+    log_format: str = "text"
+
+
+class Supervisor:
+    """Runs ``processes`` worker processes for the spooler at ``config.app_ref``."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        processes: int = 2,
+        maintenance_interval: float = 5.0,
+        spooler: Spooler | None = None,
+    ) -> None:
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
+        from ..loader import load_spooler
+
+        self.config = config
+        self.processes = processes
+        self.spooler = spooler or load_spooler(config.app_ref)
+        self.maintenance_interval = maintenance_interval
+        self.children: dict[int, Child] = {}
+        self.stopping = 0  # 0 running, 1 warm stop, 2 cold stop
+        self.stop_deadline: float | None = None
+        self.restarts = 0
+        self._restart_at: dict[int, float] = {}
+        self._fast_deaths: dict[int, int] = {}
+        self._next_maintenance = 0.0
+        self._ctx = multiprocessing.get_context("spawn")
+        self._rng = random.Random()
+        self._signals: list[int] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        for index in range(self.processes):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        parent, child = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(
+            target=child_main, args=(self.config, child), name=f"spoolhouse-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        child.close()
+        self.children[index] = Child(index, process, parent, time.monotonic())
+        log.info("spawned spoolhouse worker %d (pid: %s)", index, process.pid)
+
+    def stop(self, *, cold: bool = False) -> None:
+        """Ask children to stop: warm (finish running jobs) or cold (release them now)."""
+        level = 2 if cold else 1
+        if self.stopping >= level:
+            return
+        self.stopping = level
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
+        for child in self.children.values():
+            self._signal_child(child, level)
+
+    def _signal_child(self, child: Child, level: int) -> None:
+        while child.stop_sent < level and child.process.is_alive():
+            child.stop_sent += 1
+            try:
+                os.kill(child.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+
+    @property
+    def done(self) -> bool:
+        return not self.children and (self.stopping > 0 or self.config.burst)
+
+    def run(self) -> int:
+        """Start the children and supervise until stopped (or, in burst mode, drained)."""
+        self._install_signals()
+        self.start()
+        try:
+            while not self.done:
+                self.tick()
+        finally:
+            self._kill_all()
+        return 0
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self._signals.append(signum)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # -- one step ------------------------------------------------------------------
+    def tick(self, timeout: float = 1.0) -> None:
+        """Handle messages, deaths, overruns, signals, restarts and maintenance once."""
+        while self._signals:
+            signum = self._signals.pop(0)
+            cold = self.stopping >= 1
+            log.info("received %s: %s stop", signal.Signals(signum).name, "cold" if cold else "warm")
+            self.stop(cold=cold)
+        now_mono = time.monotonic()
+        waitables: list[Any] = []
+        for child in self.children.values():
+            waitables.append(child.conn)
+            waitables.append(child.process.sentinel)
+        wake = min(timeout, self._time_to_next_event(now_mono))
+        ready = wait(waitables, timeout=max(wake, 0.0)) if waitables else []
+        if not waitables and wake > 0:
+            time.sleep(min(wake, 0.05))
+        for child in list(self.children.values()):
+            if child.conn in ready:
+                self._read_messages(child)
+        for child in list(self.children.values()):
+            if not child.process.is_alive():
+                child.process.join()
+                self._read_messages(child)
+                self._on_exit(child)
+        self._enforce_timeouts()
+        self._enforce_stop_deadline()
+        self._restart_due()
+        if time.monotonic() >= self._next_maintenance:
+            self.maintenance()
+
+    def _time_to_next_event(self, now: float) -> float:
+        times = [self._next_maintenance - now]
+        for child in self.children.values():
+            for r in child.running.values():
+                if r.timeout is not None:
+                    times.append(r.started + r.timeout - now)
+        times.extend(t - now for t in self._restart_at.values())
+        if self.stop_deadline is not None:
+            times.append(self.stop_deadline - now)
+        return max(min(times), 0.0)
+
+    def _read_messages(self, child: Child) -> None:
+        try:
+            while child.conn.poll():
+                message = child.conn.recv()
+                kind = message[0]
+                if kind == "start":
+                    _, job_id, token, task, timeout = message
+                    child.running[job_id] = Running(job_id, token, task, time.monotonic(), timeout)
+                elif kind == "end":
+                    child.running.pop(message[1], None)
+        except (EOFError, OSError):
+            pass
+
+    def _on_exit(self, child: Child) -> None:
+        del self.children[child.index]
+        code = child.process.exitcode
+        child.conn.close()
+        now = self.spooler.clock.now()
+        backend = self.spooler.backend
+        if child.running and not child.timed_out:
+            error = error_text(
+                "worker_lost", "WorkerLost",
+                f"worker process {child.process.pid} exited with code {code} while running "
+                "this job",
+            )
+            for r in child.running.values():
+                rescued = backend.rescue(r.job_id, r.token, now=now, max_lost=self.spooler.max_lost,
+                                         error=error)
+                if rescued is not None:
+                    log.warning("job %s (%s): worker %s died (exit %s); job is now %s",
+                                r.job_id, r.task, child.process.pid, code, rescued.state.value)
+        if self.stopping:
+            return
+        if self.config.burst and code == 0:
+            return
+        if code != 0:
+            log.warning("spoolhouse worker %d (pid %s) exited with code %s; restarting",
+                        child.index, child.process.pid, code)
+        lived = time.monotonic() - child.started
+        if lived < FAST_DEATH and code != 0:
+            n = self._fast_deaths.get(child.index, 0) + 1
+            self._fast_deaths[child.index] = n
+            self._restart_at[child.index] = time.monotonic() + min(0.5 * 2 ** (n - 1), 30.0)
+        else:
+            self._fast_deaths.pop(child.index, None)
+            self._restart_at[child.index] = time.monotonic()
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for index, at in list(self._restart_at.items()):
+            if self.stopping:
+                self._restart_at.clear()
+                return
+            if at <= now:
+                del self._restart_at[index]
+                self.restarts += 1
+                self._spawn(index)
+
+    def _enforce_timeouts(self) -> None:
+        now_mono = time.monotonic()
+        for child in list(self.children.values()):
+            overdue = [
+                r for r in child.running.values()
+                if r.timeout is not None and now_mono - r.started > r.timeout
+            ]
+            if not overdue or child.timed_out:
+                continue
+            child.timed_out = True
+            log.error("job %s (%s) overran its timeout of %ss; killing worker pid %s",
+                      overdue[0].job_id, overdue[0].task, overdue[0].timeout, child.process.pid)
+            child.process.kill()
+            child.process.join()
+            self._read_messages(child)
+            now = self.spooler.clock.now()
+            backend = self.spooler.backend
+            for r in child.running.values():
+                if r in overdue:
+                    self._record_timeout(r, now)
+                else:
+                    backend.release(r.job_id, r.token, now=now)
+            child.running.clear()
+
+    def _record_timeout(self, r: Running, now: float) -> None:
+        backend = self.spooler.backend
+        job = backend.get(r.job_id)
+        if job is None or job.lease != r.token:
+            return
+        error = error_text("timeout", "TimeoutError",
+                           f"attempt {job.attempt} ran longer than its timeout of {r.timeout}s")
+        if job.task in self.spooler.registry:
+            policy = self.spooler.registry.get(job.task).config.retry
+            outcome = after_error(job, now=now, policy=policy, rng=self._rng, error=error,
+                                  retryable=True, failed_ttl=self.spooler.failed_ttl)
+        else:
+            outcome = Fail(error=error, expires_at=None)
+        if isinstance(outcome, RetryAt):
+            backend.retry(r.job_id, r.token, now=now, run_at=outcome.run_at, error=error)
+        else:
+            assert isinstance(outcome, Fail)
+            backend.fail(r.job_id, r.token, now=now, error=error, expires_at=outcome.expires_at)
+
+    def _enforce_stop_deadline(self) -> None:
+        if self.stop_deadline is None or time.monotonic() < self.stop_deadline:
+            return
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        """Kill children that are still alive and give back their jobs' leases."""
+        now = self.spooler.clock.now()
+        for child in list(self.children.values()):
+            if child.process.is_alive():
+                log.warning("killing worker pid %s that did not stop in time", child.process.pid)
+                child.process.kill()
+            child.process.join()
+            self._read_messages(child)
+            for r in child.running.values():
+                self.spooler.backend.release(r.job_id, r.token, now=now)
+            child.conn.close()
+            del self.children[child.index]
+
+    def maintenance(self) -> None:
+        """Rescue jobs whose lease expired (their worker is gone) and prune old jobs."""
+        self._next_maintenance = time.monotonic() + self.maintenance_interval
+        backend = self.spooler.backend
+        now = self.spooler.clock.now()
+        try:
+            rescued = backend.rescue_expired(
+                now=now, max_lost=self.spooler.max_lost,
+                error=error_text("worker_lost", "WorkerLost",
+                                 "the worker stopped heartbeating and its lease expired"),
+            )
+            for job in rescued:
+                log.warning("job %s (%s): lease expired; now %s", job.id, job.task, job.state.value)
+            backend.prune(now=now)
+        except Exception:
+            log.exception("maintenance failed; will try again")
+
+
+# -- the child process -----------------------------------------------------------
+def child_main(config: WorkerConfig, conn: Connection) -> None:
+    """Entry point of a worker process (spawned)."""
+    from ..loader import load_spooler
+    from .worker import Worker
+
+    if config.log_level is not None:
+        from ..cli.logs import configure_logging
+
+        configure_logging(config.log_level, config.log_format)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards Ctrl-C as SIGTERM
+    spooler = load_spooler(config.app_ref)
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (OSError, ValueError):
+                pass
+
+    worker = Worker(
+        spooler,
+        queues=config.queues,
+        threads=config.threads,
+        max_tasks=config.max_tasks,
+        on_start=lambda job: send(("start", job.id, job.lease, job.task, job.timeout)),
+        on_finish=lambda job: send(("end", job.id)),
+    )
+    stops = [0]
+
+    def on_term(signum: int, frame: Any) -> None:
+        stops[0] += 1
+        worker.stop(hard=stops[0] > 1)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        worker.run(burst=config.burst, shutdown_timeout=config.shutdown_timeout)
+    finally:
+        try:
+            spooler.close()
+        except Exception:
+            pass
+        conn.close()
+        logging.shutdown()
+    # running threads of a cold stop must not keep the process alive
+    os._exit(0)

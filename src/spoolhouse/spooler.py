@@ -178,6 +178,16 @@ class Spooler:
 
         init_app(self, app)
 
+    def thread(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Run a function on a bounded thread pool in this process (not durable).
+
+        For work that may be lost when the process exits; use ``.spool()`` for
+        anything that matters. See :mod:`spoolhouse.threads`.
+        """
+        from .threads import thread_decorator
+
+        return thread_decorator(self, fn, **options)
+
     def add_middleware(self, middleware: Middleware) -> None:
         """Wrap every task execution: ``middleware(running_job, call_next)``."""
         self.middleware.append(middleware)
@@ -190,23 +200,23 @@ class Spooler:
     def task(
         self,
         *,
-        name: str | None = None,
-        queue: str = "default",
-        priority: int = 0,
-        retries: int = 3,
-        backoff: float = 1.0,
-        backoff_factor: float = 2.0,
-        backoff_cap: float = 3600.0,
-        jitter: float = 0.2,
-        retry_on: tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | None = None,
-        result_ttl: float | None = _UNSET,
-        store_result: bool = True,
+        name: str | None = ...,
+        queue: str = ...,
+        priority: int = ...,
+        retries: int = ...,
+        backoff: float = ...,
+        backoff_factor: float = ...,
+        backoff_cap: float = ...,
+        jitter: float = ...,
+        retry_on: tuple[type[BaseException], ...] = ...,
+        timeout: float | None = ...,
+        result_ttl: float | None = ...,
+        store_result: bool = ...,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # mypy: ParamSpec overloads vs. the untyped implementation
         self,
-        fn: Callable[P, R] | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
@@ -221,7 +231,7 @@ class Spooler:
         timeout: float | None = None,
         result_ttl: float | None = _UNSET,
         store_result: bool = True,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> Any:
         """Register a function as a task. Use as ``@spooler.task`` or ``@spooler.task(...)``.
 
         :param retries: retries after the first attempt when it raises (0: none).
@@ -247,7 +257,7 @@ class Spooler:
             "store_result": store_result,
         }
 
-        def decorate(f: Callable[P, R]) -> Task[P, R]:
+        def decorate(f: Callable[..., Any]) -> Task[Any, Any]:
             config = TaskConfig(name=name or default_name(f), **config_kwargs)
             task = Task(self, f, config)
             self.registry.add(task)

@@ -1,0 +1,327 @@
+"""The worker stepped with a fake clock: retries, dead letters, fencing, aborts, pruning."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from spoolhouse import FakeClock, Retry, Spooler, current_job
+from spoolhouse.backends.base import LeaseState
+from spoolhouse.job import Job, new_job_id
+from spoolhouse.lifecycle import Complete, parse_error
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_700_000_000.0)
+
+
+@pytest.fixture
+def sp(clock: FakeClock) -> Spooler:
+    return Spooler("memory://", clock=clock)
+
+
+def test_failing_task_retries_with_exponential_backoff_then_fails(sp: Spooler, clock: FakeClock) -> None:
+    calls: list[float] = []
+
+    @sp.task(name="flaky", retries=4, backoff=1.0, backoff_factor=2.0, jitter=0.0)
+    def flaky() -> None:
+        calls.append(clock.now())
+        raise RuntimeError("nope")
+
+    job = flaky.spool()
+    worker = sp.worker()
+    start = clock.now()
+    for expected_gap in (1, 2, 4, 8):
+        assert worker.run_once() is not None
+        assert job.status() == "retrying"
+        assert worker.run_once() is None  # not due yet
+        clock.advance(expected_gap)
+    assert worker.run_once() is not None
+    assert job.status() == "failed"
+    assert [c - start for c in calls] == [0, 1, 3, 7, 15]
+    error = job.error
+    assert error["reason"] == "error" and error["type"] == "RuntimeError"
+    assert "raise RuntimeError" in error["traceback"]
+
+
+def test_jitter_stays_within_its_band() -> None:
+    from spoolhouse.retry import RetryPolicy
+
+    policy = RetryPolicy(retries=5, base=10, factor=2, jitter=0.2)
+    rng = random.Random(7)
+    for n in range(1, 6):
+        nominal = 10 * 2 ** (n - 1)
+        for _ in range(200):
+            assert 0.8 * nominal <= policy.delay(n, rng) <= 1.2 * nominal
+    assert RetryPolicy(base=1, cap=30, jitter=0).delay(50, rng) == 30
+
+
+def test_failed_job_can_be_requeued_and_runs_exactly_once_more(sp: Spooler) -> None:
+    runs = []
+
+    @sp.task(name="t", retries=0)
+    def t() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ValueError("first time")
+
+    job = t.spool()
+    sp.drain()
+    assert job.status() == "failed"
+    assert job.requeue() is True
+    assert sp.drain() == 1
+    assert job.status() == "succeeded" and len(runs) == 2
+
+
+def test_not_retryable_errors_fail_at_once(sp: Spooler) -> None:
+    @sp.task(name="t", retries=5, retry_on=(ConnectionError,))
+    def t() -> None:
+        raise ValueError("bad input")
+
+    job = t.spool()
+    sp.drain()
+    assert job.status() == "failed" and job.info().attempt == 1
+
+
+def test_retry_signal_uses_its_delay(sp: Spooler, clock: FakeClock) -> None:
+    @sp.task(name="t", retries=2)
+    def t() -> str:
+        if current_job().attempt < 2:
+            raise Retry(delay=30)
+        return "ok"
+
+    job = t.spool()
+    sp.drain()
+    info = job.info()
+    assert job.status() == "retrying" and info.run_at == clock.now() + 30
+    clock.advance(30)
+    sp.drain()
+    assert job.result(timeout=1) == "ok"
+
+
+def test_retry_without_counting_gives_the_attempt_back(sp: Spooler, clock: FakeClock) -> None:
+    seen = []
+
+    @sp.task(name="t", retries=0)
+    def t() -> str:
+        seen.append(current_job().attempt)
+        if len(seen) < 3:
+            raise Retry(delay=1, count=False)
+        return "done"
+
+    job = t.spool()
+    for _ in range(3):
+        sp.drain()
+        clock.advance(1)
+    assert job.result(timeout=1) == "done"
+    assert seen == [1, 1, 1]
+
+
+def test_unknown_task_is_kept_for_a_later_deploy_then_failed(sp: Spooler, clock: FakeClock) -> None:
+    sentinel = []
+    job = Job(id=new_job_id(clock.now()), task="os.system", queue="default",
+              payload=b'{"v":1,"a":["touch /tmp/pwned"],"k":{}}', max_attempts=1,
+              created_at=clock.now(), run_at=clock.now())
+    sp.backend.enqueue(job, now=clock.now())
+    handle = sp.job(job.id)
+    worker = sp.worker(["default"])
+    worker.run_once()
+    assert handle.status() == "scheduled"  # not dropped, not run; checked again later
+    assert handle.info().attempt == 0
+    assert handle.error["reason"] == "unknown_task"
+    clock.advance(601)
+    worker.run_once()
+    assert handle.status() == "failed"
+    assert handle.error["reason"] == "unknown_task"
+    assert sentinel == []
+
+
+def test_undecodable_payload_fails_at_once_and_keeps_the_payload(sp: Spooler, clock: FakeClock) -> None:
+    @sp.task(name="t")
+    def t() -> None: ...
+
+    job = Job(id=new_job_id(clock.now()), task="t", queue="default", payload=b"\xff\xfe not json",
+              max_attempts=4, created_at=clock.now(), run_at=clock.now())
+    sp.backend.enqueue(job, now=clock.now())
+    sp.drain()
+    stored = sp.backend.get(job.id)
+    assert stored is not None and stored.state == "failed"
+    assert parse_error(stored.error)["reason"] == "decode_error"
+    assert stored.payload == b"\xff\xfe not json" and stored.attempt == 1
+
+
+def test_stale_worker_cannot_complete_a_rescued_job(sp: Spooler, clock: FakeClock) -> None:
+    @sp.task(name="t")
+    def t() -> int:
+        return 1
+
+    job = t.spool()
+    (claimed,) = sp.backend.claim(["default"], worker_id="a", now=clock.now(), lease=30)
+    clock.advance(31)
+    rescued = sp.backend.rescue_expired(now=clock.now(), max_lost=3, error="{}")
+    assert [j.id for j in rescued] == [job.id]
+    (again,) = sp.backend.claim(["default"], worker_id="b", now=clock.now(), lease=30)
+    assert again.attempt == 2 and again.lease != claimed.lease
+    stale = sp.worker()
+    assert stale.apply(claimed, Complete(result=None, expires_at=None)) is False
+    assert job.status() == "running"
+    assert stale.apply(again, Complete(result=None, expires_at=None)) is True
+    assert job.status() == "succeeded"
+
+
+def test_heartbeat_extends_leases_and_delivers_abort(sp: Spooler, clock: FakeClock) -> None:
+    @sp.task(name="t")
+    def t() -> None: ...
+
+    job = t.spool()
+    worker = sp.worker()
+    (claimed,) = sp.backend.claim(["default"], worker_id=worker.worker_id, now=clock.now(), lease=30)
+    from spoolhouse.context import RunningJob
+
+    running = RunningJob(claimed)
+    worker._inflight[claimed.id] = (claimed, running)
+    clock.advance(20)
+    worker.heartbeat()
+    assert job.info().lease_expires_at == clock.now() + 30
+    job.cancel()
+    worker.heartbeat()
+    assert running.should_abort()
+
+
+def test_progress_is_recorded_and_cancel_aborts_at_the_next_report(sp: Spooler) -> None:
+    steps = []
+
+    @sp.task(name="t", retries=0)
+    def t(n: int) -> None:
+        for i in range(n):
+            current_job().progress(i + 1, n, message="step")
+            steps.append(i)
+            if i == 1:
+                handle.cancel()
+
+    handle = t.spool(5)
+    sp.drain()
+    # the third report sees the cancellation and raises Abort
+    assert steps == [0, 1]
+    assert handle.status() == "failed" and handle.error["reason"] == "aborted"
+    progress = handle.progress
+    assert progress is not None and progress.current == 3 and progress.total == 5
+
+
+def test_progress_on_a_lost_lease_reports_lost(sp: Spooler, clock: FakeClock) -> None:
+    @sp.task(name="t")
+    def t() -> None: ...
+
+    t.spool()
+    (claimed,) = sp.backend.claim(["default"], worker_id="w", now=clock.now(), lease=30)
+    assert sp.backend.set_progress(claimed.id, "not-the-token", json.dumps({})) is LeaseState.LOST
+
+
+def test_results_expire_and_are_pruned(sp: Spooler, clock: FakeClock) -> None:
+    @sp.task(name="t", result_ttl=60)
+    def t() -> int:
+        return 1
+
+    job = t.spool()
+    sp.drain()
+    assert sp.backend.prune(now=clock.now()) == 0
+    clock.advance(61)
+    assert sp.backend.prune(now=clock.now()) == 1
+    with pytest.raises(LookupError):
+        job.status()
+
+
+def test_store_result_false_keeps_status_but_not_value(sp: Spooler) -> None:
+    @sp.task(name="t", store_result=False)
+    def t() -> int:
+        return 42
+
+    job = t.spool()
+    sp.drain()
+    assert job.status() == "succeeded" and job.result(timeout=1) is None
+
+
+def test_unstorable_result_fails_the_job_with_a_fix(sp: Spooler) -> None:
+    @sp.task(name="t")
+    def t() -> object:
+        return object()
+
+    job = t.spool()
+    sp.drain()
+    assert job.status() == "failed"
+    assert "store_result=False" in job.error["message"]
+
+
+def test_queues_are_served_in_the_order_given_and_priority_within(sp: Spooler) -> None:
+    order: list[str] = []
+
+    @sp.task(name="t")
+    def t(label: str) -> None:
+        order.append(label)
+
+    t.options(queue="low").spool("low-1")
+    t.options(queue="high", priority=0).spool("high-p0")
+    t.options(queue="high", priority=5).spool("high-p5")
+    t.spool("default")
+    sp.worker(["high", "default", "low"]).drain()
+    assert order == ["high-p5", "high-p0", "default", "low-1"]
+
+
+def test_middleware_wraps_every_execution_in_order(sp: Spooler) -> None:
+    trace: list[str] = []
+
+    def outer(job: object, call_next: object) -> object:
+        trace.append("outer-in")
+        result = call_next()  # type: ignore[operator]
+        trace.append("outer-out")
+        return result
+
+    def inner(job: object, call_next: object) -> object:
+        trace.append("inner-in")
+        return call_next()  # type: ignore[operator]
+
+    sp.add_middleware(outer)
+    sp.add_middleware(inner)
+
+    @sp.task(name="t")
+    def t() -> None:
+        trace.append("task")
+
+    t.spool()
+    sp.drain()
+    assert trace == ["outer-in", "inner-in", "task", "outer-out"]
+
+
+def test_current_job_outside_a_worker_says_so() -> None:
+    from spoolhouse import SpoolhouseError
+
+    with pytest.raises(SpoolhouseError, match="only available"):
+        current_job()
+
+
+def test_run_loop_burst_drains_with_threads(sp: Spooler) -> None:
+    done = []
+
+    @sp.task(name="t")
+    def t(i: int) -> None:
+        done.append(i)
+
+    t.spool_many([(i,) for i in range(50)])
+    worker = sp.worker(threads=4)
+    worker.run(burst=True, shutdown_timeout=5)
+    assert sorted(done) == list(range(50))
+    assert sp.backend.counts()["default"] == {"succeeded": 50}
+
+
+def test_max_tasks_stops_the_loop(sp: Spooler) -> None:
+    @sp.task(name="t")
+    def t() -> None: ...
+
+    t.spool_many([()] * 10)
+    worker = sp.worker(max_tasks=3)
+    worker.run(shutdown_timeout=5)
+    assert worker.processed == 3
+    assert sp.backend.counts()["default"] == {"succeeded": 3, "pending": 7}

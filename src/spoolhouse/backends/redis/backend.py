@@ -1,0 +1,564 @@
+"""The Redis backend: every state transition is one atomic Lua script.
+
+Three connection pools per process, made lazily and rebuilt after ``fork()``:
+
+* the producer pool, used by :meth:`RedisBackend.enqueue` and
+  :meth:`~RedisBackend.enqueue_many`, whose connect and read timeouts are
+  ``enqueue_timeout``, so a web request never waits longer than that for a
+  dead or paused Redis;
+* the main pool (timeouts ``socket_timeout``) for every other operation;
+* the blocking pool for :meth:`~RedisBackend.wait` (``BLPOP``), whose read
+  timeout exceeds the longest block it asks for.
+
+No pool retries a command: a failure raises
+:class:`~spoolhouse.errors.BackendUnavailable` (or ``EnqueueTimeout``) at
+once, and the next call reconnects. Key layout: :mod:`.keys`; scripts:
+:mod:`.scripts` and ``lua/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import ConnectionPool, parse_url
+from redis.retry import Retry
+
+from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
+from ...job import FINAL_STATES, Job, JobState
+from ..base import CancelResult, LeaseState
+from .codec import decode_job, encode_job, float_text, order_key, pairs
+from .keys import Keyspace
+from .scripts import Scripts
+
+log = logging.getLogger("spoolhouse.backends.redis")
+
+#: Longest single BLPOP; ``wait`` may return early, so longer waits just loop in the caller.
+MAX_BLOCK = 30.0
+#: Scheduled jobs moved to the ready set per queue and claim (bounds one script's run time).
+PROMOTE_BATCH = 1000
+#: Jobs rescued per script call in :meth:`RedisBackend.rescue_expired`.
+RESCUE_BATCH = 500
+#: Jobs examined per script call in :meth:`RedisBackend.purge`.
+PURGE_BATCH = 500
+#: Keys deleted per UNLINK in :meth:`RedisBackend.destroy`.
+DESTROY_BATCH = 500
+
+# Replies that mean "Redis cannot take writes right now", not a bug of ours.
+_UNAVAILABLE_REPLIES = (
+    "MISCONF",
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "BUSY",
+    "TRYAGAIN",
+)
+
+_parse_url: Any = parse_url  # untyped in redis-py
+
+_STATE_VALUES = frozenset(s.value for s in JobState)
+_FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password (in the authority or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name == "password" for name, _ in pairs):
+            masked = [(n, "***" if n == "password" else v) for n, v in pairs]
+            query = urlencode(masked, safe="*/", quote_via=quote)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _positive(name: str, value: float) -> float:
+    number = float(value)
+    if not number > 0 or math.isinf(number):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    """The pools and scripts of one process."""
+
+    pid: int
+    main: redis.Redis
+    producer: redis.Redis
+    blocking: redis.Redis
+    scripts: Scripts
+
+
+class RedisBackend:
+    """Jobs in Redis, shared by every process and host that uses the same URL and prefix.
+
+    :param url: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` for TLS,
+        or ``unix:///path/to/redis.sock[?db=0&password=...]``; redis-py options such
+        as ``socket_timeout`` may be given in the query string.
+    :param prefix: namespace of every key; two spoolers with different prefixes
+        share a Redis without seeing each other's jobs.
+    :param enqueue_timeout: the longest an enqueue waits for Redis (to connect and
+        to answer) before it raises :class:`~spoolhouse.errors.EnqueueTimeout`.
+    :param socket_timeout: the same bound for every other operation, unless the
+        URL's query string sets one.
+    :param check_eviction: refuse to run against a server whose
+        ``maxmemory-policy`` may evict jobs (see :meth:`check_server`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "spoolhouse",
+        enqueue_timeout: float = 2.0,
+        socket_timeout: float = 5.0,
+        check_eviction: bool = True,
+    ) -> None:
+        self.url = mask_url(url)
+        self.prefix = prefix
+        self.keys = Keyspace(prefix)
+        self.enqueue_timeout = _positive("enqueue_timeout", enqueue_timeout)
+        self.socket_timeout = _positive("socket_timeout", socket_timeout)
+        self.check_eviction = check_eviction
+        try:
+            self._options: dict[str, Any] = _parse_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"invalid Redis URL {self.url!r}: {exc}; use redis://host:6379/0, "
+                "rediss://host:6380/0 or unix:///path/to/redis.sock"
+            ) from exc
+        self._lock = threading.Lock()
+        self._clients: _Clients | None = None
+        self._checked = False
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.url!r}, prefix={self.prefix!r})"
+
+    # -- connections ------------------------------------------------------------
+    def _pool(self, socket_timeout: float, connect_timeout: float) -> ConnectionPool:
+        options = dict(self._options)
+        options["socket_timeout"] = socket_timeout
+        options["socket_connect_timeout"] = connect_timeout
+        # One attempt per call: a retry would stretch the caller's time bound.
+        options["retry"] = Retry(NoBackoff(), 0)
+        options["retry_on_timeout"] = False
+        options["protocol"] = 2
+        return ConnectionPool(**options)
+
+    def _connect(self) -> _Clients:
+        default = self._options.get("socket_timeout", self.socket_timeout)
+        connect = self._options.get("socket_connect_timeout", default)
+        main = redis.Redis(connection_pool=self._pool(default, connect))
+        producer = redis.Redis(
+            connection_pool=self._pool(self.enqueue_timeout, self.enqueue_timeout)
+        )
+        blocking = redis.Redis(connection_pool=self._pool(MAX_BLOCK + default, connect))
+        return _Clients(os.getpid(), main, producer, blocking, Scripts.register(main))
+
+    def _current(self) -> _Clients:
+        clients = self._clients
+        if clients is None or clients.pid != os.getpid():
+            with self._lock:
+                clients = self._clients
+                if clients is None or clients.pid != os.getpid():
+                    # After fork() the parent's sockets are left alone, never reused.
+                    clients = self._connect()
+                    self._clients = clients
+        return clients
+
+    def _ready(self) -> _Clients:
+        clients = self._current()
+        if not self._checked:
+            self._check(clients.main, BackendUnavailable)
+        return clients
+
+    @contextmanager
+    def _errors(
+        self,
+        what: str,
+        timeout_error: type[BackendUnavailable] = BackendUnavailable,
+        timeout: float | None = None,
+    ) -> Iterator[None]:
+        """Translate redis-py's errors into Spoolhouse's."""
+        try:
+            yield
+        except redis.exceptions.TimeoutError as exc:
+            bound = self.socket_timeout if timeout is None else timeout
+            raise timeout_error(
+                f"Redis at {self.url} did not answer {what} within {bound:g} s; nothing was "
+                "changed. Check that the server is up and not paused, or raise the timeout"
+            ) from exc
+        except redis.exceptions.ConnectionError as exc:
+            raise BackendUnavailable(
+                f"cannot reach Redis at {self.url} for {what}: {exc}; nothing was changed. "
+                "Check that the server is running and the URL is right"
+            ) from exc
+        except redis.exceptions.ResponseError as exc:
+            message = str(exc)
+            if message.startswith("OOM"):
+                raise StorageFull(
+                    f"Redis at {self.url} refused {what}: {message}; nothing was stored. "
+                    "Raise maxmemory or prune finished jobs"
+                ) from exc
+            if message.startswith(_UNAVAILABLE_REPLIES):
+                raise BackendUnavailable(
+                    f"Redis at {self.url} refused {what}: {message}; nothing was changed"
+                ) from exc
+            raise
+
+    # -- server check -----------------------------------------------------------
+    def check_server(self) -> None:
+        """Refuse a server that may evict jobs.
+
+        Reads ``CONFIG GET maxmemory-policy``: an ``allkeys-*`` policy raises
+        :class:`~spoolhouse.errors.ConfigurationError` (an evicted job is a lost
+        job); a ``volatile-*`` policy logs a warning. Servers that forbid
+        ``CONFIG`` (managed services) are accepted with a warning. Called
+        lazily on first use; the worker calls it at start.
+        """
+        self._check(self._current().main, BackendUnavailable)
+
+    def _check(
+        self,
+        client: redis.Redis,
+        timeout_error: type[BackendUnavailable],
+        timeout: float | None = None,
+    ) -> None:
+        if not self.check_eviction:
+            self._checked = True
+            return
+        try:
+            with self._errors("CONFIG GET", timeout_error, timeout):
+                reply = client.config_get("maxmemory-policy")
+        except redis.exceptions.ResponseError as exc:
+            log.warning(
+                "cannot read maxmemory-policy from Redis at %s (%s); make sure it is "
+                "'noeviction', or an evicted job is a lost job",
+                self.url,
+                exc,
+            )
+            self._checked = True
+            return
+        policy = ""
+        for name, value in cast(dict[Any, Any], reply).items():
+            text = name.decode() if isinstance(name, bytes) else str(name)
+            if text == "maxmemory-policy":
+                policy = value.decode() if isinstance(value, bytes) else str(value)
+        if policy.startswith("allkeys-"):
+            raise ConfigurationError(
+                f"Redis at {self.url} has maxmemory-policy {policy!r}: when memory runs out it "
+                "deletes keys, and an evicted job is a lost job. Run CONFIG SET "
+                "maxmemory-policy noeviction (and set it in redis.conf), or use a Redis of "
+                "its own for Spoolhouse; RedisBackend(check_eviction=False) skips this check"
+            )
+        if policy.startswith("volatile-"):
+            log.warning(
+                "Redis at %s has maxmemory-policy %r; Spoolhouse sets no TTLs so its keys are "
+                "not evicted, but 'noeviction' is the safe setting",
+                self.url,
+                policy,
+            )
+        self._checked = True
+
+    # -- helpers ----------------------------------------------------------------
+    def _run(self, name: str, args: Sequence[Any]) -> Any:
+        """Run the script ``name`` on the main connection."""
+        clients = self._ready()
+        script = getattr(clients.scripts, name)
+        with self._errors(name):
+            return script(keys=self.keys.fixed, args=[self.keys.root, *args], client=clients.main)
+
+    @staticmethod
+    def _jobs(reply: Any) -> list[Job]:
+        return [decode_job(flat) for flat in reply]
+
+    # -- producer ---------------------------------------------------------------
+    def enqueue(self, job: Job, *, now: float) -> Job:
+        return self._enqueue([job], now)[0]
+
+    def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
+        if not jobs:
+            return []
+        return self._enqueue(list(jobs), now)
+
+    def _enqueue(self, jobs: list[Job], now: float) -> list[Job]:
+        # Encode everything first: a job that cannot be stored fails before any I/O.
+        args: list[bytes | str | int] = [float_text(now), len(jobs)]
+        for job in jobs:
+            fields = encode_job(job)
+            fields += ["_rk", order_key(job.run_at) + job.id]
+            args += [job.id, len(fields), *fields]
+        clients = self._current()
+        bound = self.enqueue_timeout
+        if not self._checked:
+            self._check(clients.producer, EnqueueTimeout, bound)
+        with self._errors("the enqueue", EnqueueTimeout, bound):
+            reply = clients.scripts.enqueue(
+                keys=self.keys.fixed, args=[self.keys.root, *args], client=clients.producer
+            )
+        return [
+            job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
+        ]
+
+    # -- worker -----------------------------------------------------------------
+    def claim(
+        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        args = [
+            float_text(now),
+            float_text(now + lease),
+            worker_id,
+            os.urandom(8).hex(),
+            limit,
+            PROMOTE_BATCH,
+            *queues,
+        ]
+        return self._jobs(self._run("claim", args))
+
+    def extend_leases(
+        self, leases: Mapping[str, str], *, now: float, lease: float
+    ) -> dict[str, LeaseState]:
+        if not leases:
+            return {}
+        pairs = list(leases.items())
+        args: list[str] = [float_text(now + lease)]
+        for job_id, token in pairs:
+            args += [job_id, token]
+        reply = self._run("extend_leases", args)
+        return {
+            job_id: LeaseState(state.decode())
+            for (job_id, _), state in zip(pairs, reply, strict=True)
+        }
+
+    def set_progress(self, job_id: str, token: str, progress: str) -> LeaseState:
+        reply = self._run("set_progress", [job_id, token, progress])
+        return LeaseState(reply.decode())
+
+    def complete(
+        self, job_id: str, token: str, *, now: float, result: bytes | None, expires_at: float | None
+    ) -> bool:
+        args = [
+            float_text(now),
+            job_id,
+            token,
+            "0" if result is None else "1",
+            b"" if result is None else bytes(result),
+            "" if expires_at is None else float_text(expires_at),
+        ]
+        return bool(self._run("complete", args))
+
+    def retry(
+        self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True
+    ) -> bool:
+        args = [
+            float_text(now),
+            job_id,
+            token,
+            float_text(run_at),
+            order_key(run_at),
+            error,
+            "1" if count else "0",
+        ]
+        return bool(self._run("retry", args))
+
+    def fail(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        args = [
+            float_text(now),
+            job_id,
+            token,
+            error,
+            "" if expires_at is None else float_text(expires_at),
+        ]
+        return bool(self._run("fail", args))
+
+    def release(self, job_id: str, token: str, *, now: float) -> bool:
+        args = [float_text(now), job_id, token, order_key(now)]
+        return bool(self._run("release", args))
+
+    def rescue(
+        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+    ) -> Job | None:
+        args = [float_text(now), job_id, token, max_lost, error, order_key(now)]
+        reply = self._run("rescue", args)
+        return None if reply == 0 else decode_job(reply)
+
+    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+        args = [float_text(now), max_lost, error, order_key(now), RESCUE_BATCH]
+        out: list[Job] = []
+        while True:
+            batch = self._jobs(self._run("rescue_expired", args))
+            out += batch
+            if len(batch) < RESCUE_BATCH:
+                return out
+
+    def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
+        if not queues:
+            return None
+        clients = self._ready()
+        with self._errors("next_due"):
+            pipe = clients.main.pipeline(transaction=False)
+            for queue in queues:
+                pipe.zrange(self.keys.pending(queue), 0, 0, withscores=True)
+            replies = pipe.execute()
+        times = [float(reply[0][1]) for reply in replies if reply]
+        return min(times) if times else None
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Block on the queues' wake lists (BLPOP) for up to ``timeout`` seconds.
+
+        Blocks at most :data:`MAX_BLOCK` seconds per call (returning early is
+        allowed). Raises :class:`~spoolhouse.errors.BackendUnavailable` when
+        Redis cannot be reached, so the caller decides how to back off.
+        """
+        if not queues or not timeout > 0:
+            return
+        clients = self._ready()
+        # Redis reads the timeout in milliseconds and treats 0 as "forever".
+        block = max(math.ceil(min(timeout, MAX_BLOCK) * 1000) / 1000, 0.001)
+        with self._errors("a wait"):
+            clients.blocking.blpop([self.keys.wake(q) for q in queues], timeout=block)
+
+    # -- operator ---------------------------------------------------------------
+    def cancel(self, job_id: str, *, now: float) -> CancelResult:
+        reply = self._run("cancel", [float_text(now), job_id])
+        return CancelResult(reply.decode())
+
+    def requeue(self, job_id: str, *, now: float) -> bool:
+        args = [float_text(now), job_id, order_key(now)]
+        return bool(self._run("requeue", args))
+
+    def prune(self, *, now: float, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        return int(self._run("prune", [float_text(now), limit]))
+
+    def purge(
+        self, *, states: Sequence[str], queue: str | None = None, before: float | None = None
+    ) -> int:
+        """Delete final jobs in batches; each batch is atomic, the whole purge is not."""
+        wanted = {JobState(s).value for s in states} & _FINAL_VALUES
+        deleted = 0
+        for state in sorted(wanted):
+            start: bytes | str = "-"
+            while start:
+                args = [
+                    state,
+                    start,
+                    PURGE_BATCH,
+                    queue or "",
+                    "0" if queue is None else "1",
+                    "" if before is None else float_text(before),
+                ]
+                n, start = self._run("purge", args)
+                deleted += int(n)
+        return deleted
+
+    # -- inspection -------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        clients = self._ready()
+        with self._errors("get"):
+            flat = clients.main.hgetall(self.keys.job(job_id))
+        return decode_job(flat) if flat else None
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[Job]:
+        """Newest first, read page by page from the narrowest id index (not a snapshot)."""
+        if limit <= 0 or (state is not None and state not in _STATE_VALUES):
+            return []
+        clients = self._ready()
+        if state is not None:
+            index = self.keys.state(state)
+        elif queue is not None:
+            index = self.keys.queue(queue)
+        else:
+            index = self.keys.ids
+        batch = max(limit, 50)
+        high = "+" if cursor is None else "(" + cursor
+        out: list[Job] = []
+        with self._errors("list_jobs"):
+            while len(out) < limit:
+                ids = clients.main.zrevrangebylex(index, high, "-", start=0, num=batch)
+                if not ids:
+                    break
+                pipe = clients.main.pipeline(transaction=False)
+                for raw in ids:
+                    pipe.hgetall(self.keys.job(_text(raw)))
+                for flat in pipe.execute():
+                    if not flat:
+                        continue  # deleted since the index was read
+                    job = decode_job(flat)
+                    if (
+                        (state is None or job.state == state)
+                        and (queue is None or job.queue == queue)
+                        and (task is None or job.task == task)
+                    ):
+                        out.append(job)
+                if len(ids) < batch:
+                    break
+                high = "(" + _text(ids[-1])
+        return out[:limit]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        clients = self._ready()
+        with self._errors("counts"):
+            raw = clients.main.hgetall(self.keys.counts)
+        out: dict[str, dict[str, int]] = {}
+        for field, value in pairs(raw):
+            state, _, queue = field.decode().partition(":")
+            n = int(value)
+            if n > 0:
+                out.setdefault(queue, {})[state] = n
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, None
+        if clients is not None and clients.pid == os.getpid():
+            for client in (clients.main, clients.producer, clients.blocking):
+                client.connection_pool.disconnect()
+
+    def destroy(self) -> None:
+        """Delete every key of this prefix (SCAN + UNLINK in batches); for tests and teardown."""
+        clients = self._current()
+        with self._errors("destroy"):
+            batch: list[bytes] = []
+            for key in clients.main.scan_iter(match=self.keys.pattern, count=DESTROY_BATCH):
+                batch.append(key)
+                if len(batch) >= DESTROY_BATCH:
+                    clients.main.unlink(*batch)
+                    batch = []
+            if batch:
+                clients.main.unlink(*batch)

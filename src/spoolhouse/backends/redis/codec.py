@@ -1,0 +1,126 @@
+"""Job records to Redis hash fields and back, exactly.
+
+Every :class:`~spoolhouse.job.Job` field is one hash field named like the
+dataclass field; ``None`` is an absent field. Floats are written with
+``repr`` (the shortest text that reads back as the same double), ints in
+decimal, bools as ``0``/``1``, bytes as they are, strings as UTF-8. Fields
+whose name starts with ``_`` belong to the backend (see :mod:`.keys`) and are
+ignored when decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ...job import Job, JobState
+
+_FLOATS = frozenset(
+    {
+        "run_at",
+        "timeout",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+        "result_ttl",
+        "expires_at",
+    }
+)
+_INTS = frozenset({"priority", "attempt", "max_attempts", "lost"})
+_BYTES = frozenset({"payload", "result"})
+_BOOLS = frozenset({"abort_requested"})
+_NAMES = tuple(f.name for f in dataclasses.fields(Job))
+_KNOWN = frozenset(_NAMES)
+
+
+def float_text(value: float) -> str:
+    """``value`` as text that Redis, Lua and Python all read back as the same double."""
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError("a job time or duration cannot be NaN")
+    return repr(number)
+
+
+def order_key(value: float) -> str:
+    """16 hex digits whose byte order is the numeric order of ``value``.
+
+    Flipping the sign bit of a non-negative IEEE 754 double, or every bit of a
+    negative one, gives an unsigned integer in the same order as the numbers.
+    """
+    (bits,) = struct.unpack(">Q", struct.pack(">d", float(value)))
+    bits = bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits >> 63 else bits | (1 << 63)
+    return f"{bits:016x}"
+
+
+def _encode_value(name: str, value: object) -> bytes | str:
+    if name in _BYTES:
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise TypeError(f"Job.{name} must be bytes, not {type(value).__name__}")
+        return bytes(value)
+    if name in _BOOLS:
+        return "1" if value else "0"
+    if name in _FLOATS:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise TypeError(f"Job.{name} must be a float, not {type(value).__name__}")
+        return float_text(value)
+    if name in _INTS:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"Job.{name} must be an int, not {type(value).__name__}")
+        return str(value)
+    if name == "state":
+        return JobState(str(value)).value
+    if not isinstance(value, str):
+        raise TypeError(f"Job.{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def encode_job(job: Job) -> list[bytes | str]:
+    """Field/value pairs of the job hash (``None`` fields left out), flattened."""
+    out: list[bytes | str] = []
+    for name in _NAMES:
+        value = getattr(job, name)
+        if value is None:
+            continue
+        out.append(name)
+        out.append(_encode_value(name, value))
+    return out
+
+
+def _decode_value(name: str, raw: bytes) -> object:
+    if name in _BYTES:
+        return raw
+    if name in _FLOATS:
+        return float(raw)
+    if name in _INTS:
+        return int(raw)
+    if name in _BOOLS:
+        return raw == b"1"
+    if name == "state":
+        return JobState(raw.decode())
+    return raw.decode("utf-8")
+
+
+def pairs(reply: Sequence[Any] | Mapping[Any, Any]) -> Iterator[tuple[bytes, bytes]]:
+    """Field, value pairs of an ``HGETALL`` reply: a flat list (from Lua) or a dict.
+
+    Replies are bytes: the clients never decode responses.
+    """
+    if isinstance(reply, Mapping):
+        yield from reply.items()
+    else:
+        for i in range(0, len(reply) - 1, 2):
+            yield reply[i], reply[i + 1]
+
+
+def decode_job(reply: Sequence[Any] | Mapping[Any, Any]) -> Job:
+    """The job of an ``HGETALL`` reply."""
+    values: dict[str, object] = {}
+    for raw_name, raw in pairs(reply):
+        name = raw_name.decode()
+        if name in _KNOWN:
+            values[name] = _decode_value(name, raw)
+    return Job(**values)  # type: ignore[arg-type]

@@ -1,0 +1,152 @@
+"""The whole Redis key namespace of one spooler, in one place.
+
+Every key starts with ``{<prefix>}:``. The braces are a Redis Cluster hash
+tag: all keys of a spooler hash to one slot, so every Lua script touches keys
+of a single node and stays atomic. The price is that one spooler is served by
+one shard (see ``docs/redis.md``).
+
+Layout (``R`` is the root ``{<prefix>}:``; ids and queue names are appended
+verbatim, which is safe because the hash tag closes at the first ``}`` and
+``<prefix>`` may not contain braces):
+
+=========================  ======  ==========================================================
+key                        type    content and invariant
+=========================  ======  ==========================================================
+``R job:<id>``             hash    one job: the :class:`~spoolhouse.job.Job` fields (absent
+                                   field = ``None``) plus ``_rk``, the member of the job in
+                                   its queue's ready set
+``R ready:<queue>``        zset    pending jobs already found due; score ``-priority``,
+                                   member ``_rk`` = 16 hex digits of ``run_at`` (order
+                                   preserving) followed by the id, so ``ZRANGE 0 0`` is the
+                                   next job to claim
+``R sched:<queue>``        zset    pending jobs not yet found due; score ``run_at``, member id.
+                                   Every pending job is in exactly one of ready and sched
+``R pending:<queue>``      zset    every pending job of the queue; score ``run_at`` (next_due)
+``R wake:<queue>``         list    wake-up tokens for idle workers (BLPOP), at most
+                                   :data:`WAKE_MAX` long
+``R queue:<queue>``        zset    ids of every job of the queue; score 0 (lexicographic)
+``R state:<state>``        zset    ids of every job in a stored state; score 0
+``R ids``                  zset    ids of every job; score 0
+``R running``              zset    running jobs with a lease; score ``lease_expires_at``
+``R expiring``             zset    final jobs with an ``expires_at``; score ``expires_at``
+``R uniq``                 hash    unique key -> id of the live (pending/running) job holding it
+``R counts``               hash    ``<state>:<queue>`` -> number of jobs (no zero entries)
+=========================  ======  ==========================================================
+
+The Lua scripts receive the fixed keys as ``KEYS`` (see :data:`FIXED`) and the
+root as ``ARGV[1]``; the per-job, per-queue and per-state names are built by
+the functions of :func:`lua_prelude`, generated from this module, so a name is
+spelled once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import ConfigurationError
+
+#: Most wake-up tokens kept per queue; more would only cause spurious wake-ups.
+WAKE_MAX = 16
+
+# suffixes, each used once below and in the generated Lua prelude
+_JOB = "job:"
+_READY = "ready:"
+_SCHED = "sched:"
+_PENDING = "pending:"
+_WAKE = "wake:"
+_QUEUE = "queue:"
+_STATE = "state:"
+_IDS = "ids"
+_RUNNING = "running"
+_EXPIRING = "expiring"
+_UNIQ = "uniq"
+_COUNTS = "counts"
+
+#: The fixed keys every script receives, in ``KEYS`` order (Lua names in the prelude).
+FIXED = (
+    ("K_IDS", _IDS),
+    ("K_UNIQ", _UNIQ),
+    ("K_COUNTS", _COUNTS),
+    ("K_RUNNING", _RUNNING),
+    ("K_EXPIRING", _EXPIRING),
+)
+
+_PER_NAME = (
+    ("k_job", _JOB),
+    ("k_ready", _READY),
+    ("k_sched", _SCHED),
+    ("k_pending", _PENDING),
+    ("k_wake", _WAKE),
+    ("k_queue", _QUEUE),
+    ("k_state", _STATE),
+)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Key names of the spooler stored under ``prefix``."""
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+            raise ConfigurationError(
+                f"invalid Redis key prefix {self.prefix!r}: use a non-empty name without "
+                "braces, e.g. prefix='myapp' (the braces are added as the Cluster hash tag)"
+            )
+
+    @property
+    def root(self) -> str:
+        """``{prefix}:``, the start of every key (and ARGV[1] of every script)."""
+        return "{" + self.prefix + "}:"
+
+    @property
+    def fixed(self) -> list[str]:
+        """The ``KEYS`` every script receives, in :data:`FIXED` order."""
+        return [self.root + suffix for _, suffix in FIXED]
+
+    @property
+    def pattern(self) -> str:
+        """A SCAN MATCH pattern for every key of this spooler."""
+        return _glob_escape(self.root) + "*"
+
+    def job(self, job_id: str) -> str:
+        return self.root + _JOB + job_id
+
+    def pending(self, queue: str) -> str:
+        return self.root + _PENDING + queue
+
+    def wake(self, queue: str) -> str:
+        return self.root + _WAKE + queue
+
+    def queue(self, queue: str) -> str:
+        return self.root + _QUEUE + queue
+
+    def state(self, state: str) -> str:
+        return self.root + _STATE + state
+
+    @property
+    def ids(self) -> str:
+        return self.root + _IDS
+
+    @property
+    def counts(self) -> str:
+        return self.root + _COUNTS
+
+
+def lua_prelude() -> str:
+    """Lua that names the keys: the fixed ``KEYS`` and one builder per keyed family."""
+    lines = [
+        "-- generated by spoolhouse.backends.redis.keys: the key namespace",
+        "local ROOT = ARGV[1]",
+    ]
+    for i, (name, _) in enumerate(FIXED, start=1):
+        lines.append(f"local {name} = KEYS[{i}]")
+    for name, suffix in _PER_NAME:
+        lines.append(f"local function {name}(x) return ROOT .. '{suffix}' .. x end")
+    lines.append(f"local WAKE_MAX = {WAKE_MAX}")
+    return "\n".join(lines) + "\n"

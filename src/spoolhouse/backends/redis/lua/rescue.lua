@@ -1,0 +1,17 @@
+-- rescue.lua: the worker holding the token died: running -> pending (due now) or failed.
+--
+-- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
+-- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] max_lost  [6] error
+--       [7] _rk head (now in order-preserving hex)
+-- Returns: the HGETALL of the new record, or 0 when the token is not current.
+-- Invariants: fencing by token; lost + 1; fails when attempt >= max_attempts or
+--          lost >= max_lost; a failed job frees its unique key.
+
+local id = ARGV[3]
+if not held(id, ARGV[4]) then
+  return 0
+end
+local wake = {}
+local job = rescue_one(id, ARGV[2], tonumber(ARGV[5]), ARGV[6], ARGV[7], wake)
+wake_up(wake)
+return job

@@ -1,0 +1,741 @@
+"""The SQLite backend: one file, many processes, no server.
+
+Every write is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction on a
+connection in autocommit mode (``isolation_level=None``), so the write lock is
+taken up front and a transaction never has to upgrade a read lock (which WAL
+cannot wait for). The journal is WAL with ``synchronous=FULL`` unless the user
+opts out: a commit is on disk before ``enqueue`` returns. Connections are per
+thread and per process; one opened before ``fork()`` is never used after it.
+See ``docs/sqlite.md`` for the schema, the pragmas and the wake-up design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, TypeGuard
+from urllib.parse import parse_qsl, urlsplit
+
+from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
+from ...job import FINAL_STATES, Job, JobState
+from ..base import CancelResult, LeaseState
+from .migrations import SCHEMA_VERSION, migrate
+from .wake import WakeChannel, wake_dir_for
+
+log = logging.getLogger("spoolhouse.sqlite")
+
+#: Column names, in the order of the Job dataclass fields (and of the table).
+COLUMNS: Final = tuple(f.name for f in dataclasses.fields(Job))
+_COLUMN_LIST: Final = ", ".join(COLUMNS)
+_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM jobs"
+_INSERT: Final = (
+    f"INSERT INTO jobs ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    f"RETURNING {_COLUMN_LIST}"
+)
+# REAL columns whose whole values SQLite may hand back as int (INSERT ... RETURNING
+# skips the REAL affinity step in 3.40), so they are converted on the way out.
+_FLOAT_INDEXES: Final = tuple(
+    i for i, f in enumerate(dataclasses.fields(Job)) if str(f.type).startswith("float")
+)
+_STATE_INDEX: Final = COLUMNS.index("state")
+_ABORT_INDEX: Final = COLUMNS.index("abort_requested")
+
+_FINAL_SQL: Final = "('succeeded', 'failed', 'cancelled')"
+_SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+# Claim: the subquery walks the jobs_claim index in claim order and stops after
+# ``limit`` due rows. INDEXED BY pins the plan: without statistics the planner
+# may prefer jobs_due (a range on run_at) and then sort every due job.
+_CLAIM: Final = f"""
+UPDATE jobs
+   SET state = 'running',
+       attempt = attempt + 1,
+       started_at = :now,
+       worker_id = :worker_id,
+       lease = lower(hex(randomblob(8))),
+       lease_expires_at = :expires
+ WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim
+               WHERE state = 'pending' AND queue = :queue AND run_at <= :now
+               ORDER BY priority DESC, run_at, id
+               LIMIT :limit)
+RETURNING {_COLUMN_LIST}
+"""
+
+_ANY_DUE: Final = (
+    "SELECT 1 FROM jobs INDEXED BY jobs_due WHERE state = 'pending' AND queue = ? AND run_at <= ? "
+    "LIMIT 1"
+)
+
+# Rescue: every right-hand side sees the row as it was before the UPDATE.
+_RESCUE_SET: Final = """
+   SET lost = lost + 1,
+       error = :error,
+       lease = NULL,
+       lease_expires_at = NULL,
+       state = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                    THEN 'failed' ELSE 'pending' END,
+       finished_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                          THEN :now ELSE finished_at END,
+       run_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                     THEN run_at ELSE :now END,
+       worker_id = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                        THEN worker_id ELSE NULL END
+"""
+
+# SQLite primary result codes (the low byte of the extended code).
+_SQLITE_PERM = 3
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+
+# Connections abandoned by a fork: they belong to the parent, and closing them
+# in the child could run a checkpoint against files the parent is writing.
+# Keeping a reference stops the garbage collector from closing them.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SQLiteOptions:
+    """What a ``sqlite://`` URL and the constructor's keywords resolve to."""
+
+    path: str  # absolute path of the database file
+    synchronous: str  # OFF, NORMAL, FULL or EXTRA
+    busy_timeout: float  # seconds a writer waits for the write lock
+
+
+def parse_url(url: str, *, synchronous: str, busy_timeout: float) -> SQLiteOptions:
+    """Resolve ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (query params win)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ConfigurationError(f"not a SQLite URL: {url!r}; use sqlite:///path/to/spool.db")
+    if parts.netloc:
+        raise ConfigurationError(
+            f"SQLite URL {url!r} has a host part; use three slashes for a relative path "
+            "(sqlite:///instance/spool.db) or four for an absolute one (sqlite:////var/spool.db)"
+        )
+    raw = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not raw or raw == ":memory:":
+        raise ConfigurationError(
+            f"SQLite URL {url!r} names no file; give a path (sqlite:///spool.db), or use "
+            "memory:// for a backend that lives in this process only"
+        )
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(params) - {"synchronous", "busy_timeout"}
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(sorted(unknown))} in {url!r}; the SQLite URL takes "
+            "synchronous= and busy_timeout="
+        )
+    sync = params.get("synchronous", synchronous).upper()
+    if sync not in _SYNCHRONOUS:
+        raise ConfigurationError(
+            f"synchronous={sync!r} is not one of {', '.join(_SYNCHRONOUS)}; FULL (the default) "
+            "makes every acknowledged enqueue survive a power cut"
+        )
+    timeout_text = params.get("busy_timeout")
+    try:
+        timeout = busy_timeout if timeout_text is None else float(timeout_text)
+    except ValueError:
+        timeout = -1.0
+    if not timeout >= 0:  # also rejects NaN
+        raise ConfigurationError(
+            f"busy_timeout={timeout_text or busy_timeout!r} must be a number of seconds >= 0"
+        )
+    return SQLiteOptions(path=os.path.abspath(raw), synchronous=sync, busy_timeout=timeout)
+
+
+def _to_job(row: Sequence[Any]) -> Job:
+    values = dict(zip(COLUMNS, row, strict=True))
+    for i in _FLOAT_INDEXES:
+        if row[i] is not None:
+            values[COLUMNS[i]] = float(row[i])
+    values["state"] = JobState(row[_STATE_INDEX])
+    values["abort_requested"] = bool(row[_ABORT_INDEX])
+    return Job(**values)
+
+
+def _to_row(job: Job) -> tuple[Any, ...]:
+    return tuple(
+        getattr(job, name).value
+        if name == "state"
+        else int(job.abort_requested)
+        if name == "abort_requested"
+        else getattr(job, name)
+        for name in COLUMNS
+    )
+
+
+def _is_storage_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
+    """Whether ``exc`` is about the file or the lock (mapped to a typed error), not the SQL.
+
+    Constraint, binding and value errors are bugs or bad input and propagate as they are.
+    """
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+def _claim_order(job: Job) -> tuple[int, float, str]:
+    return (-job.priority, job.run_at, job.id)
+
+
+class _Local(threading.local):
+    conn: sqlite3.Connection | None = None
+    pid: int = 0
+
+
+class SQLiteBackend:
+    """Jobs in one SQLite file, shared by every process and thread that opens it.
+
+    :param url: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``,
+        optionally with ``?synchronous=NORMAL&busy_timeout=10``; query
+        parameters take precedence over the keywords.
+    :param synchronous: ``FULL`` (default: a commit survives power loss),
+        ``NORMAL`` (the last commits may be lost on power loss, never on a
+        process crash), ``EXTRA`` or ``OFF``.
+    :param busy_timeout: seconds a write waits for another writer before
+        raising :class:`EnqueueTimeout` (enqueue) or :class:`BackendUnavailable`.
+    :param wake_dir: parent directory of the wake-up sockets (default
+        ``<tmp>/spoolhouse-<uid>``); every process sharing the database must
+        use the same one. Socket paths must stay under 100 bytes.
+    :param pragmas: extra ``PRAGMA name = value`` applied to every connection
+        (for example ``{"cache_size": -64000}``; tests use ``max_page_count``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        wake_dir: str | None = None,
+        pragmas: Mapping[str, int | str] | None = None,
+    ) -> None:
+        self.url = url
+        self.options = parse_url(url, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.path = self.options.path
+        self._pragmas = dict(pragmas or {})
+        for name in self._pragmas:
+            if not name.replace("_", "").isalnum():
+                raise ConfigurationError(f"not a pragma name: {name!r}")
+        self._local = _Local()
+        self._schema_ready_pid = 0
+        self._schema_lock = threading.Lock()
+        self._wake = WakeChannel(wake_dir_for(self.path, wake_dir))
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r})"
+
+    # -- connections -------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection in this process, opened (and migrated) on first use."""
+        local = self._local
+        pid = os.getpid()
+        if local.conn is not None:
+            if local.pid == pid:
+                return local.conn
+            _ABANDONED.append(local.conn)  # opened before fork(): never touch it here
+            local.conn = None
+        conn = self._open()
+        local.conn = conn
+        local.pid = pid
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot create the directory {directory} for the Spoolhouse database "
+                f"({exc.strerror}); create it, make it writable by this user, or point the "
+                "URL elsewhere"
+            ) from exc
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.options.busy_timeout,
+            isolation_level=None,
+            cached_statements=64,
+        )
+        try:
+            # auto_vacuum only takes effect while the file is empty, and must be
+            # set before journal_mode=WAL writes the first page.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise BackendUnavailable(
+                    f"SQLite could not switch {self.path} to WAL mode (it stays in {mode!r}); "
+                    "put the database on a local filesystem (network filesystems cannot "
+                    "share WAL memory)"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+            # keep the -wal file from staying at its high-water mark after checkpoints
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            for name, value in self._pragmas.items():
+                conn.execute(f"PRAGMA {name} = {int(value) if isinstance(value, int) else value}")
+            self._ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        pid = os.getpid()
+        if self._schema_ready_pid == pid:
+            return
+        with self._schema_lock:
+            if self._schema_ready_pid == pid:
+                return
+            created = migrate(conn, location=self.path)
+            if created and conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+                # Another process switched the new file to WAL before our
+                # auto_vacuum setting applied; the file is still empty, so
+                # rebuilding it is instant.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("VACUUM")
+            self._schema_ready_pid = pid
+
+    @contextlib.contextmanager
+    def _write(self, op: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; any failure rolls it back whole."""
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if not _is_storage_error(exc):
+                raise
+            raise self._translate(exc, op) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("ROLLBACK failed after %s on %s", op, self.path)
+            if _is_storage_error(exc):
+                raise self._translate(exc, op) from exc
+            raise
+
+    @contextlib.contextmanager
+    def _read(self, op: str) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.Error as exc:
+            if not _is_storage_error(exc):
+                raise
+            raise self._translate(exc, op) from exc
+
+    def _translate(self, exc: sqlite3.Error, op: str) -> BackendUnavailable:
+        """Map a SQLite error to the typed error the contract promises, naming the fix."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = (code & 0xFF) if isinstance(code, int) else None
+        text = str(exc)
+        where = f"{op} on {self.path}"
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+            message = (
+                f"{where}: the database stayed locked by another writer for longer than "
+                f"busy_timeout={self.options.busy_timeout:g}s; look for a process holding a long "
+                "transaction (BEGIN EXCLUSIVE, an open sqlite3 shell) or raise busy_timeout"
+            )
+            if op in ("enqueue", "enqueue_many"):
+                return EnqueueTimeout(message)
+            return BackendUnavailable(message)
+        if primary == _SQLITE_FULL or "is full" in text:
+            return StorageFull(
+                f"{where}: the disk (or max_page_count) is full and nothing was stored; free "
+                "space, prune finished jobs (spoolhouse prune), or move the database"
+            )
+        if primary in (_SQLITE_READONLY, _SQLITE_PERM) or "readonly" in text:
+            return BackendUnavailable(
+                f"{where}: the database is read-only ({text}); make {self.path} and its "
+                "directory writable by this user (WAL needs to create the -wal and -shm files "
+                "beside it)"
+            )
+        if primary == _SQLITE_CANTOPEN or "unable to open" in text:
+            return BackendUnavailable(
+                f"{where}: cannot open the database ({text}); check that the directory "
+                f"{os.path.dirname(self.path)} exists and is writable by this user"
+            )
+        if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return BackendUnavailable(
+                f"{where}: the database file is damaged or not a SQLite database ({text}); "
+                "restore it from a backup, or run `sqlite3 FILE .recover` to salvage the jobs"
+            )
+        if primary == _SQLITE_IOERR:
+            return BackendUnavailable(
+                f"{where}: the operating system reported an I/O error ({text}); check the disk "
+                "and the filesystem holding the database"
+            )
+        return BackendUnavailable(f"{where}: {text}")
+
+    # -- producer ----------------------------------------------------------------
+    def _insert(self, conn: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
+        if job.key is not None:
+            row = conn.execute(
+                f"{_SELECT} WHERE key = ? AND state IN ('pending', 'running')", (job.key,)
+            ).fetchone()
+            if row is not None:
+                return _to_job(row), False
+        row = conn.execute(_INSERT, _to_row(job)).fetchone()
+        return _to_job(row), True
+
+    def enqueue(self, job: Job, *, now: float) -> Job:
+        with self._write("enqueue") as conn:
+            stored, inserted = self._insert(conn, job)
+        if inserted:
+            self._wake.notify(stored.queue)
+        return stored
+
+    def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
+        if not jobs:
+            return []
+        stored: list[Job] = []
+        queues: set[str] = set()
+        with self._write("enqueue_many") as conn:
+            for job in jobs:
+                record, inserted = self._insert(conn, job)
+                stored.append(record)
+                if inserted:
+                    queues.add(record.queue)
+        for queue in sorted(queues):
+            self._wake.notify(queue)
+        return stored
+
+    # -- worker ------------------------------------------------------------------
+    def claim(
+        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        # Look before taking the write lock: an idle worker then costs producers nothing.
+        with self._read("claim") as conn:
+            due = [q for q in dict.fromkeys(queues) if conn.execute(_ANY_DUE, (q, now)).fetchone()]
+        if not due:
+            return []
+        claimed: list[Job] = []
+        with self._write("claim") as conn:
+            for queue in due:
+                left = limit - len(claimed)
+                if left <= 0:
+                    break
+                rows = conn.execute(
+                    _CLAIM,
+                    {
+                        "now": now,
+                        "worker_id": worker_id,
+                        "expires": now + lease,
+                        "queue": queue,
+                        "limit": left,
+                    },
+                ).fetchall()
+                # RETURNING reports rows in no particular order
+                claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
+        return claimed
+
+    def extend_leases(
+        self, leases: Mapping[str, str], *, now: float, lease: float
+    ) -> dict[str, LeaseState]:
+        if not leases:
+            return {}
+        out: dict[str, LeaseState] = {}
+        with self._write("extend_leases") as conn:
+            for job_id, token in leases.items():
+                row = conn.execute(
+                    "UPDATE jobs SET lease_expires_at = ? "
+                    "WHERE id = ? AND state = 'running' AND lease = ? RETURNING abort_requested",
+                    (now + lease, job_id, token),
+                ).fetchone()
+                out[job_id] = (
+                    LeaseState.LOST
+                    if row is None
+                    else LeaseState.ABORT
+                    if row[0]
+                    else LeaseState.HELD
+                )
+        return out
+
+    def set_progress(self, job_id: str, token: str, progress: str) -> LeaseState:
+        with self._write("set_progress") as conn:
+            row = conn.execute(
+                "UPDATE jobs SET progress = ? "
+                "WHERE id = ? AND state = 'running' AND lease = ? RETURNING abort_requested",
+                (progress, job_id, token),
+            ).fetchone()
+        if row is None:
+            return LeaseState.LOST
+        return LeaseState.ABORT if row[0] else LeaseState.HELD
+
+    def complete(
+        self, job_id: str, token: str, *, now: float, result: bytes | None, expires_at: float | None
+    ) -> bool:
+        with self._write("complete") as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'succeeded', result = ?, finished_at = ?, expires_at = ?, "
+                "lease = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND state = 'running' AND lease = ?",
+                (result, now, expires_at, job_id, token),
+            )
+            return cur.rowcount == 1
+
+    def retry(
+        self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True
+    ) -> bool:
+        with self._write("retry") as conn:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'pending', run_at = ?, error = ?, attempt = attempt - ?, "
+                "lease = NULL, lease_expires_at = NULL, worker_id = NULL "
+                "WHERE id = ? AND state = 'running' AND lease = ? RETURNING queue",
+                (run_at, error, 0 if count else 1, job_id, token),
+            ).fetchone()
+        if row is None:
+            return False
+        # also when run_at is in the future: waiters recompute their next_due
+        self._wake.notify(row[0])
+        return True
+
+    def fail(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        with self._write("fail") as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, expires_at = ?, "
+                "lease = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND state = 'running' AND lease = ?",
+                (error, now, expires_at, job_id, token),
+            )
+            return cur.rowcount == 1
+
+    def release(self, job_id: str, token: str, *, now: float) -> bool:
+        with self._write("release") as conn:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - 1, "
+                "lease = NULL, lease_expires_at = NULL, worker_id = NULL "
+                "WHERE id = ? AND state = 'running' AND lease = ? RETURNING queue",
+                (now, job_id, token),
+            ).fetchone()
+        if row is None:
+            return False
+        self._wake.notify(row[0])
+        return True
+
+    def rescue(
+        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+    ) -> Job | None:
+        with self._write("rescue") as conn:
+            row = conn.execute(
+                f"UPDATE jobs {_RESCUE_SET} "
+                "WHERE id = :id AND state = 'running' AND lease = :token "
+                f"RETURNING {_COLUMN_LIST}",
+                {"id": job_id, "token": token, "now": now, "max_lost": max_lost, "error": error},
+            ).fetchone()
+        if row is None:
+            return None
+        job = _to_job(row)
+        if job.state is JobState.PENDING:
+            self._wake.notify(job.queue)
+        return job
+
+    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+        with self._write("rescue_expired") as conn:
+            rows = conn.execute(
+                f"UPDATE jobs {_RESCUE_SET} "
+                "WHERE state = 'running' AND lease_expires_at < :now "
+                f"RETURNING {_COLUMN_LIST}",
+                {"now": now, "max_lost": max_lost, "error": error},
+            ).fetchall()
+        jobs = [_to_job(row) for row in rows]
+        for queue in sorted({j.queue for j in jobs if j.state is JobState.PENDING}):
+            self._wake.notify(queue)
+        return jobs
+
+    def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
+        unique = list(dict.fromkeys(queues))
+        if not unique:
+            return None
+        # one MIN per queue walks jobs_due to its first entry; a single MIN over
+        # "queue IN (...)" would read every pending entry of those queues
+        parts = " UNION ALL ".join(
+            "SELECT MIN(run_at) AS t FROM jobs WHERE state = 'pending' AND queue = ?"
+            for _ in unique
+        )
+        with self._read("next_due") as conn:
+            row = conn.execute(f"SELECT MIN(t) FROM ({parts})", unique).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        self._wake.wait(queues, timeout)
+
+    # -- operator ----------------------------------------------------------------
+    def cancel(self, job_id: str, *, now: float) -> CancelResult:
+        with self._write("cancel") as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = :now, "
+                "expires_at = CASE WHEN result_ttl IS NULL THEN NULL ELSE :now + result_ttl END "
+                "WHERE id = :id AND state = 'pending'",
+                {"now": now, "id": job_id},
+            )
+            if cur.rowcount == 1:
+                return CancelResult.CANCELLED
+            cur = conn.execute(
+                "UPDATE jobs SET abort_requested = 1 WHERE id = ? AND state = 'running'", (job_id,)
+            )
+            if cur.rowcount == 1:
+                return CancelResult.ABORTING
+        return CancelResult.NOOP
+
+    def requeue(self, job_id: str, *, now: float) -> bool:
+        with self._write("requeue") as conn:
+            row = conn.execute(
+                "SELECT state, key, queue FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row[0] not in (JobState.FAILED.value, JobState.CANCELLED.value):
+                return False
+            key, queue = row[1], row[2]
+            if key is not None:
+                taken = conn.execute(
+                    "SELECT 1 FROM jobs WHERE key = ? AND state IN ('pending', 'running')", (key,)
+                ).fetchone()
+                if taken is not None:
+                    return False
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', run_at = ?, attempt = 0, lost = 0, "
+                "finished_at = NULL, expires_at = NULL, abort_requested = 0, worker_id = NULL "
+                "WHERE id = ?",
+                (now, job_id),
+            )
+        self._wake.notify(queue)
+        return True
+
+    def prune(self, *, now: float, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        with self._write("prune") as conn:
+            deleted = conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+                f"WHERE expires_at <= ? AND state IN {_FINAL_SQL} LIMIT ?)",
+                (now, limit),
+            ).rowcount
+        if deleted:
+            self._vacuum()
+        return deleted
+
+    def purge(
+        self, *, states: Sequence[str], queue: str | None = None, before: float | None = None
+    ) -> int:
+        wanted = sorted({JobState(s).value for s in states} & {s.value for s in FINAL_STATES})
+        if not wanted:
+            return 0
+        where = [f"state IN ({', '.join('?' * len(wanted))})"]
+        params: list[Any] = list(wanted)
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
+        if before is not None:
+            where.append("coalesce(finished_at, 0.0) < ?")
+            params.append(before)
+        with self._write("purge") as conn:
+            deleted = conn.execute(f"DELETE FROM jobs WHERE {' AND '.join(where)}", params).rowcount
+        if deleted:
+            self._vacuum()
+        return deleted
+
+    def _vacuum(self) -> None:
+        """Give freed pages back to the filesystem, so the file does not keep its peak size."""
+        try:
+            # fetchall() steps the pragma to completion; one step frees only part
+            self._connection().execute("PRAGMA incremental_vacuum").fetchall()
+        except sqlite3.Error as exc:
+            # the delete is committed; the space is reused by later writes anyway
+            log.warning("incremental_vacuum on %s failed: %s", self.path, exc)
+
+    # -- inspection --------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        with self._read("get") as conn:
+            row = conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _to_job(row)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[Job]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("state", state), ("queue", queue), ("task", task)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(str(value))
+        if cursor is not None:
+            where.append("id < ?")
+            params.append(cursor)
+        sql = _SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(max(0, limit))
+        with self._read("list_jobs") as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_to_job(row) for row in rows]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self._read("counts") as conn:
+            rows = conn.execute(
+                "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
+            ).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for queue, state, n in rows:
+            out.setdefault(queue, {})[state] = n
+        return out
+
+    # -- maintenance -------------------------------------------------------------
+    def check_integrity(self, *, full: bool = False) -> None:
+        """Raise :class:`BackendUnavailable` when the file is damaged.
+
+        ``quick_check`` by default (linear in the file size, skips index
+        cross-checks); ``full=True`` runs ``integrity_check``. Workers call
+        this at start-up so that a corrupt file stops them instead of being
+        written further.
+        """
+        pragma = "integrity_check" if full else "quick_check"
+        with self._read("check_integrity") as conn:
+            problems = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}").fetchall()]
+        if problems != ["ok"]:
+            shown = "; ".join(problems[:5])
+            raise BackendUnavailable(
+                f"{self.path} failed PRAGMA {pragma}: {shown}; stop the workers, restore the "
+                "file from a backup or salvage it with `sqlite3 FILE .recover`"
+            )
+
+    def schema_version(self) -> int:
+        """The schema version of the open file (``PRAGMA user_version``)."""
+        with self._read("schema_version") as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close this thread's connection and wake-up socket; using the backend reopens them."""
+        local = self._local
+        conn, pid = local.conn, local.pid
+        local.conn = None
+        if conn is not None:
+            if pid == os.getpid():
+                conn.close()
+            else:
+                _ABANDONED.append(conn)
+        self._wake.close()
+
+
+__all__ = ["SCHEMA_VERSION", "SQLiteBackend", "SQLiteOptions", "parse_url"]

@@ -1,0 +1,336 @@
+"""Cross-process wake-ups for processes sharing one SQLite file, without polling.
+
+SQLite has no LISTEN/NOTIFY, so idle workers would otherwise poll. Instead
+each thread that waits binds a Unix datagram socket in a directory derived
+from the database's absolute path::
+
+    <tmp>/spoolhouse-<uid>/<sha256(path)[:16]>/<pid>-<random>.sock
+
+After a write that makes work available commits, the writer sends one small
+datagram (the queue name) to every socket in that directory, without
+blocking. A waiter blocks in ``poll`` on its socket and returns when a
+datagram for one of its queues arrives.
+
+It is best-effort by design: a lost datagram only delays a job until the
+waiter's timeout, because workers always re-check with ``claim`` and never
+wait longer than their own timeout. Sockets whose owner died refuse
+datagrams (``ECONNREFUSED``) and are unlinked by the next sender. The
+directory is private to the user (mode 0700), so wake-ups reach processes of
+the same user; others fall back to their timeout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import select
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+
+log = logging.getLogger("spoolhouse.sqlite")
+
+#: ``sun_path`` holds 108 bytes on Linux and 104 on macOS; stay below both.
+MAX_SOCKET_PATH = 100
+#: Queue names longer than this are sent as b"" ("any queue").
+_MAX_MESSAGE = 200
+#: A directory listing younger than this may miss a socket bound in the same
+#: coarse mtime tick, so it is re-read on every notify until it ages.
+_RACY_NS = 2_000_000_000
+#: Re-read the listing at least this often even when the mtime says nothing changed.
+_MAX_LISTING_AGE = 10.0
+
+_SUFFIX = ".sock"
+
+
+def default_wake_root() -> str:
+    """``<tmp>/spoolhouse-<uid>``: the per-user parent of every database's wake directory."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"spoolhouse-{uid}")
+
+
+def wake_dir_for(db_path: str, root: str | None = None) -> str:
+    """The wake directory shared by every process that opens ``db_path``."""
+    digest = hashlib.sha256(os.path.abspath(db_path).encode("utf-8", "surrogateescape"))
+    return os.path.join(root or default_wake_root(), digest.hexdigest()[:16])
+
+
+# Paths bound by this process, unlinked at exit. Keyed by path, valued by the
+# binding pid so that a forked child never unlinks its parent's sockets.
+_BOUND: dict[str, int] = {}
+_BOUND_LOCK = threading.Lock()
+
+
+def _unlink_bound_at_exit() -> None:
+    pid = os.getpid()
+    with _BOUND_LOCK:
+        mine = [path for path, owner in _BOUND.items() if owner == pid]
+    for path in mine:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+atexit.register(_unlink_bound_at_exit)
+
+
+class _Listener:
+    """One thread's bound receiving socket."""
+
+    def __init__(self, directory: str) -> None:
+        self.pid = os.getpid()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            for _ in range(5):
+                path = os.path.join(directory, f"{self.pid}-{secrets.token_hex(4)}{_SUFFIX}")
+                try:
+                    self.sock.bind(path)
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    continue
+                break
+            else:
+                raise OSError(errno.EADDRINUSE, "no free wake socket name")
+        except BaseException:
+            self.sock.close()
+            raise
+        self.path = path
+        self.poller = select.poll()
+        self.poller.register(self.sock.fileno(), select.POLLIN)
+        with _BOUND_LOCK:
+            _BOUND[path] = self.pid
+
+    def drain(self) -> list[bytes]:
+        messages: list[bytes] = []
+        while True:
+            try:
+                messages.append(self.sock.recv(_MAX_MESSAGE + 1))
+            except (BlockingIOError, InterruptedError):
+                return messages
+            except OSError:
+                return messages
+
+    def close(self) -> None:
+        """Close the socket; unlink its file only in the process that bound it."""
+        if self.pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            with _BOUND_LOCK:
+                _BOUND.pop(self.path, None)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __del__(self) -> None:
+        # A thread that exits drops its threading.local; do not leave the file behind.
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class _ThreadState(threading.local):
+    listener: _Listener | None = None
+
+
+class WakeChannel:
+    """Wake-ups between processes using one database file. Thread-safe, fork-safe."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._local = _ThreadState()
+        self._names: list[str] = []
+        self._listing_mtime: int | None = None
+        self._listing_at = 0.0
+        self._sender: socket.socket | None = None
+        self._sender_pid = 0
+        self._usable: bool | None = None
+        self._usable_pid = 0
+
+    # -- setup -------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        """Whether wake-ups work here (Unix sockets, a private directory, a short path)."""
+        pid = os.getpid()
+        if self._usable is None or self._usable_pid != pid:
+            self._usable = self._prepare()
+            self._usable_pid = pid
+        return self._usable
+
+    def _prepare(self) -> bool:
+        if not hasattr(socket, "AF_UNIX") or not hasattr(select, "poll"):
+            return False
+        longest = os.path.join(self.directory, f"{2**32}-{'f' * 8}{_SUFFIX}")
+        if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+            log.warning(
+                "wake-ups disabled: socket paths under %s would exceed %d bytes; pass a "
+                "shorter wake_dir= to the SQLite backend",
+                self.directory,
+                MAX_SOCKET_PATH,
+            )
+            return False
+        try:
+            for path in (os.path.dirname(self.directory), self.directory):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(path, 0o700)
+                info = os.lstat(path)
+                uid = os.getuid()
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+                    log.warning(
+                        "wake-ups disabled: %s is not a directory owned by uid %d; remove it "
+                        "or pass wake_dir= to the SQLite backend",
+                        path,
+                        uid,
+                    )
+                    return False
+        except OSError as exc:
+            log.warning("wake-ups disabled: cannot create %s (%s)", self.directory, exc)
+            return False
+        return True
+
+    # -- sending -----------------------------------------------------------------
+    def notify(self, queue: str | None = None) -> int:
+        """Wake every waiter of this database; return how many sockets took the datagram.
+
+        ``queue`` names the queue that gained work; ``None`` wakes waiters of
+        every queue. Never blocks and never raises.
+        """
+        if not self.enabled:
+            return 0
+        message = b"" if queue is None else queue.encode("utf-8", "surrogateescape")
+        if len(message) > _MAX_MESSAGE:
+            message = b""
+        try:
+            with self._lock:
+                names = self._listing()
+                sender = self._sender_socket()
+        except OSError:
+            self._usable = None  # the directory vanished: re-create it next time
+            return 0
+        delivered = 0
+        stale = False
+        for name in names:
+            path = os.path.join(self.directory, name)
+            try:
+                sender.sendto(message, path)
+                delivered += 1
+            except (BlockingIOError, InterruptedError):
+                delivered += 1  # its buffer is full of wake-ups it has not read yet
+            except ConnectionRefusedError:
+                # nobody is bound: the owner died without cleaning up
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                stale = True
+            except FileNotFoundError:
+                stale = True
+            except OSError:
+                pass
+        if stale:
+            with self._lock:
+                self._listing_mtime = None
+        return delivered
+
+    def _listing(self) -> list[str]:
+        info = os.stat(self.directory)
+        now = time.monotonic()
+        racy = time.time_ns() - info.st_mtime_ns < _RACY_NS
+        if (
+            racy
+            or info.st_mtime_ns != self._listing_mtime
+            or now - self._listing_at > _MAX_LISTING_AGE
+        ):
+            self._names = [n for n in os.listdir(self.directory) if n.endswith(_SUFFIX)]
+            self._listing_mtime = info.st_mtime_ns
+            self._listing_at = now
+        return self._names
+
+    def _sender_socket(self) -> socket.socket:
+        pid = os.getpid()
+        if self._sender is None or self._sender_pid != pid:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._sender = sock
+            self._sender_pid = pid
+        return self._sender
+
+    # -- waiting -----------------------------------------------------------------
+    def listen(self) -> bool:
+        """Bind this thread's socket if it is not bound yet; return whether it was just bound.
+
+        Wake-ups sent after this returns are kept until the next :meth:`wait`.
+        A socket inherited across fork belongs to the parent, and one whose file
+        vanished (a temp-dir cleaner) can no longer be found by senders: both
+        are replaced.
+        """
+        listener = self._local.listener
+        if listener is not None:
+            if listener.pid == os.getpid() and os.path.lexists(listener.path):
+                return False
+            self._local.listener = None
+            listener.close()  # in a forked child this closes only the child's copy
+            self._usable = None  # re-create the directory if it was removed
+        if not self.enabled:
+            return False
+        try:
+            self._local.listener = _Listener(self.directory)
+        except OSError as exc:
+            log.warning(
+                "wake-ups unavailable in this thread: cannot bind in %s (%s)", self.directory, exc
+            )
+            return False
+        return True
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for a wake-up for one of ``queues``.
+
+        Returns ``True`` when woken (possibly spuriously) and ``False`` on
+        timeout. The first call in a thread binds its socket and returns ``True``
+        at once: anything enqueued before the socket existed was not announced
+        to it, so the caller must look (claim) again before waiting.
+        Wake-ups already queued when the call starts also return at once,
+        whatever their queue, since some may have been dropped while the
+        socket's buffer was full.
+        """
+        if self.listen():
+            return True
+        listener = self._local.listener
+        if listener is None:
+            # no wake-ups here: a plain timed sleep; callers re-check on return
+            threading.Event().wait(max(0.0, timeout))
+            return False
+        if listener.drain():
+            return True
+        wanted = {q.encode("utf-8", "surrogateescape") for q in queues}
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                ready = listener.poller.poll(max(1, int(remaining * 1000 + 0.999)))
+            except InterruptedError:
+                continue
+            if not ready:
+                continue  # poll rounds to milliseconds; the loop re-checks the deadline
+            messages = listener.drain()
+            if not wanted or any(m == b"" or m in wanted for m in messages):
+                return True
+
+    def close(self) -> None:
+        """Close and unlink this thread's socket.
+
+        The process's sending socket stays open: another thread may be sending
+        with it, and closing it under that thread could let its descriptor
+        number be reused by an unrelated file.
+        """
+        listener = self._local.listener
+        self._local.listener = None
+        if listener is not None:
+            listener.close()

@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ PROMOTE_BATCH = 1000
 RESCUE_BATCH = 500
 #: Jobs examined per script call in :meth:`RedisBackend.purge`.
 PURGE_BATCH = 500
+#: Seconds before the server clock offset used by enqueue deadlines is measured again.
+OFFSET_TTL = 60.0
 #: Keys deleted per UNLINK in :meth:`RedisBackend.destroy`.
 DESTROY_BATCH = 500
 
@@ -148,16 +152,28 @@ class RedisBackend:
                 f"invalid Redis URL {self.url!r}: {exc}; use redis://host:6379/0, "
                 "rediss://host:6380/0 or unix:///path/to/redis.sock"
             ) from exc
+        self._timeout = float(self._options.get("socket_timeout", self.socket_timeout))
         self._lock = threading.Lock()
         self._clients: _Clients | None = None
         self._checked = False
+        self._offset: float | None = None
+        self._offset_at = 0.0
+
+    @property
+    def wait_client_name(self) -> str:
+        """The CLIENT SETNAME of connections blocked in :meth:`wait` (seen in CLIENT LIST)."""
+        return "spoolhouse-wait:" + re.sub(r"[^A-Za-z0-9_.:-]", "_", self.prefix)
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, prefix={self.prefix!r})"
 
     # -- connections ------------------------------------------------------------
-    def _pool(self, socket_timeout: float, connect_timeout: float) -> ConnectionPool:
+    def _pool(
+        self, socket_timeout: float, connect_timeout: float, name: str | None = None
+    ) -> ConnectionPool:
         options = dict(self._options)
+        if name is not None:
+            options.setdefault("client_name", name)
         options["socket_timeout"] = socket_timeout
         options["socket_connect_timeout"] = connect_timeout
         # One attempt per call: a retry would stretch the caller's time bound.
@@ -167,13 +183,15 @@ class RedisBackend:
         return ConnectionPool(**options)
 
     def _connect(self) -> _Clients:
-        default = self._options.get("socket_timeout", self.socket_timeout)
-        connect = self._options.get("socket_connect_timeout", default)
+        default = self._timeout
+        connect = float(self._options.get("socket_connect_timeout", default))
         main = redis.Redis(connection_pool=self._pool(default, connect))
         producer = redis.Redis(
             connection_pool=self._pool(self.enqueue_timeout, self.enqueue_timeout)
         )
-        blocking = redis.Redis(connection_pool=self._pool(MAX_BLOCK + default, connect))
+        blocking = redis.Redis(
+            connection_pool=self._pool(MAX_BLOCK + default, connect, self.wait_client_name)
+        )
         return _Clients(os.getpid(), main, producer, blocking, Scripts.register(main))
 
     def _current(self) -> _Clients:
@@ -197,33 +215,37 @@ class RedisBackend:
     def _errors(
         self,
         what: str,
-        timeout_error: type[BackendUnavailable] = BackendUnavailable,
+        error: type[BackendUnavailable] = BackendUnavailable,
         timeout: float | None = None,
     ) -> Iterator[None]:
-        """Translate redis-py's errors into Spoolhouse's."""
+        """Translate redis-py's errors into Spoolhouse's.
+
+        ``error`` is raised when Redis is unreachable, slow or refuses writes
+        (``EnqueueTimeout`` for producers); ``StorageFull`` when it is out of memory.
+        """
         try:
             yield
         except redis.exceptions.TimeoutError as exc:
-            bound = self.socket_timeout if timeout is None else timeout
-            raise timeout_error(
+            bound = self._timeout if timeout is None else timeout
+            raise error(
                 f"Redis at {self.url} did not answer {what} within {bound:g} s; nothing was "
                 "changed. Check that the server is up and not paused, or raise the timeout"
             ) from exc
         except redis.exceptions.ConnectionError as exc:
-            raise BackendUnavailable(
-                f"cannot reach Redis at {self.url} for {what}: {exc}; nothing was changed. "
+            raise error(
+                f"cannot reach Redis at {self.url} for {what} ({exc}); nothing was changed. "
                 "Check that the server is running and the URL is right"
             ) from exc
         except redis.exceptions.ResponseError as exc:
             message = str(exc)
             if message.startswith("OOM"):
                 raise StorageFull(
-                    f"Redis at {self.url} refused {what}: {message}; nothing was stored. "
-                    "Raise maxmemory or prune finished jobs"
+                    f"Redis at {self.url} is out of memory ({message}); nothing was stored. "
+                    "Raise maxmemory, or prune finished jobs"
                 ) from exc
             if message.startswith(_UNAVAILABLE_REPLIES):
-                raise BackendUnavailable(
-                    f"Redis at {self.url} refused {what}: {message}; nothing was changed"
+                raise error(
+                    f"Redis at {self.url} refused {what} ({message}); nothing was changed"
                 ) from exc
             raise
 
@@ -242,14 +264,14 @@ class RedisBackend:
     def _check(
         self,
         client: redis.Redis,
-        timeout_error: type[BackendUnavailable],
+        error: type[BackendUnavailable],
         timeout: float | None = None,
     ) -> None:
         if not self.check_eviction:
             self._checked = True
             return
         try:
-            with self._errors("CONFIG GET", timeout_error, timeout):
+            with self._errors("CONFIG GET", error, timeout):
                 reply = client.config_get("maxmemory-policy")
         except redis.exceptions.ResponseError as exc:
             log.warning(
@@ -304,7 +326,7 @@ class RedisBackend:
 
     def _enqueue(self, jobs: list[Job], now: float) -> list[Job]:
         # Encode everything first: a job that cannot be stored fails before any I/O.
-        args: list[bytes | str | int] = [float_text(now), len(jobs)]
+        args: list[bytes | str | int] = [len(jobs)]
         for job in jobs:
             fields = encode_job(job)
             fields += ["_rk", order_key(job.run_at) + job.id]
@@ -314,12 +336,36 @@ class RedisBackend:
         if not self._checked:
             self._check(clients.producer, EnqueueTimeout, bound)
         with self._errors("the enqueue", EnqueueTimeout, bound):
+            offset = self._server_offset(clients.producer)
+            # The script refuses to run once the server's clock passes the moment this
+            # client stops waiting: a timed-out enqueue never lands later (a stalled
+            # server that resumes would otherwise store a job the caller saw fail).
+            deadline = time.time() + offset + bound
             reply = clients.scripts.enqueue(
-                keys=self.keys.fixed, args=[self.keys.root, *args], client=clients.producer
+                keys=self.keys.fixed,
+                args=[self.keys.root, float_text(now), float_text(deadline), *args],
+                client=clients.producer,
+            )
+        if reply == b"late":
+            self._offset = None
+            raise EnqueueTimeout(
+                f"Redis at {self.url} ran the enqueue after its deadline (the server's clock "
+                "moved, or the server stalled); nothing was stored. Retrying is safe"
             )
         return [
             job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
         ]
+
+    def _server_offset(self, client: redis.Redis) -> float:
+        """Seconds to add to this host's clock to get the server's (``TIME``), refreshed now and then."""
+        offset, measured = self._offset, self._offset_at
+        if offset is None or time.monotonic() - measured > OFFSET_TTL:
+            before = time.time()
+            seconds, micros = client.time()
+            after = time.time()
+            offset = seconds + micros / 1_000_000 - (before + after) / 2
+            self._offset, self._offset_at = offset, time.monotonic()
+        return offset
 
     # -- worker -----------------------------------------------------------------
     def claim(

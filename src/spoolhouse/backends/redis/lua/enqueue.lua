@@ -1,21 +1,30 @@
 -- enqueue.lua: store a batch of jobs in one atomic step (enqueue and enqueue_many).
 --
 -- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
--- ARGV: [1] root  [2] now  [3] number of jobs n
+-- ARGV: [1] root  [2] now  [3] deadline: server time (TIME, in seconds) after which
+--       the client has stopped waiting for the reply  [4] number of jobs n
 --       then n times: id, m, and m values forming field/value pairs of the job hash
 --       (absent field = None; includes _rk)
--- Returns: one entry per job, in order: 0 when the job was stored as given, else
---          the HGETALL of the live job holding the job's unique key (nothing stored).
+-- Returns: 'late' when the server's clock is past the deadline (nothing stored: the
+--          client already reported a timeout, or its idea of the server clock is
+--          stale), else one entry per job, in order: 0 when the job was stored as
+--          given, else the HGETALL of the live job holding its unique key (nothing
+--          stored for that job).
 -- Invariants: at most one live job per unique key, also between jobs of the batch;
 --          a job whose id is already stored replaces it (old index entries removed);
---          the whole batch is one script, so it is stored all or none; idle
+--          the whole batch is one script, so it is stored all or none; a timed-out
+--          enqueue that Redis gets to run late stores nothing; idle
 --          workers of each touched queue are woken.
 
+local clock = redis.call('TIME')
+if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[3]) then
+  return 'late'
+end
 local now = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 local out = {}
 local wake = {}
-local i = 4
+local i = 5
 for j = 1, n do
   local id = ARGV[i]
   local first = i + 2

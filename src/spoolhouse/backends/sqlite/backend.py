@@ -548,7 +548,8 @@ class SQLiteBackend:
     def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
         with self._write("rescue_expired") as conn:
             rows = conn.execute(
-                f"UPDATE jobs {_RESCUE_SET} "
+                # the running jobs whose lease ran out, not every running job
+                f"UPDATE jobs INDEXED BY jobs_lease {_RESCUE_SET} "
                 "WHERE state = 'running' AND lease_expires_at < :now "
                 f"RETURNING {_COLUMN_LIST}",
                 {"now": now, "max_lost": max_lost, "error": error},
@@ -621,7 +622,8 @@ class SQLiteBackend:
             return 0
         with self._write("prune") as conn:
             deleted = conn.execute(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs "
+                # by expiry, not by state: most final jobs have not expired yet
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_expires "
                 f"WHERE expires_at <= ? AND state IN {_FINAL_SQL} LIMIT ?)",
                 (now, limit),
             ).rowcount
@@ -652,8 +654,9 @@ class SQLiteBackend:
     def _vacuum(self) -> None:
         """Give freed pages back to the filesystem, so the file does not keep its peak size."""
         try:
-            # fetchall() steps the pragma to completion; one step frees only part
-            self._connection().execute("PRAGMA incremental_vacuum").fetchall()
+            # Each step of this pragma frees one page, and execute() would step it
+            # once; executescript() runs it to completion (we are in autocommit).
+            self._connection().executescript("PRAGMA incremental_vacuum")
         except sqlite3.Error as exc:
             # the delete is committed; the space is reused by later writes anyway
             log.warning("incremental_vacuum on %s failed: %s", self.path, exc)

@@ -1,0 +1,654 @@
+"""SQLite-specific behaviour: URL, pragmas, migrations, query plans, errors, fork safety.
+
+The transitions themselves are checked by tests/contract against every backend.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spoolhouse.backends import open_backend
+from spoolhouse.backends.sqlite import SQLiteBackend
+from spoolhouse.backends.sqlite import backend as sqlite_module
+from spoolhouse.backends.sqlite.backend import parse_url
+from spoolhouse.backends.sqlite.migrations import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    split_statements,
+)
+from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
+from spoolhouse.job import Job, JobState, new_job_id
+
+NOW = 1_700_000_000.0
+
+
+def make_job(**fields: Any) -> Job:
+    fields.setdefault("queue", "default")
+    fields.setdefault("payload", b"[[], {}]")
+    fields.setdefault("run_at", NOW)
+    return Job(id=new_job_id(NOW), task="t", created_at=NOW, **fields)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "spool.db"
+
+
+@pytest.fixture
+def backend(db_path: Path) -> Iterator[SQLiteBackend]:
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    yield b
+    b.close()
+
+
+def pragma(backend: SQLiteBackend, name: str) -> Any:
+    return backend._connection().execute(f"PRAGMA {name}").fetchone()[0]
+
+
+# -- URL -------------------------------------------------------------------------
+
+
+def test_url_relative_and_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = parse_url("sqlite:///instance/spool.db", synchronous="FULL", busy_timeout=5.0)
+    assert relative.path == str(tmp_path / "instance" / "spool.db")
+    absolute = parse_url("sqlite:////var/lib/spool.db", synchronous="FULL", busy_timeout=5.0)
+    assert absolute.path == "/var/lib/spool.db"
+    assert (absolute.synchronous, absolute.busy_timeout) == ("FULL", 5.0)
+
+
+def test_url_query_parameters_override_keywords() -> None:
+    opts = parse_url(
+        "sqlite:////x/spool.db?synchronous=normal&busy_timeout=10",
+        synchronous="FULL",
+        busy_timeout=5.0,
+    )
+    assert (opts.synchronous, opts.busy_timeout) == ("NORMAL", 10.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("sqlite://host/spool.db", "three slashes"),
+        ("sqlite://", "names no file"),
+        ("sqlite:///:memory:", "memory://"),
+        ("sqlite:////x.db?journal=off", "synchronous= and busy_timeout="),
+        ("sqlite:////x.db?synchronous=sometimes", "FULL"),
+        ("sqlite:////x.db?busy_timeout=soon", "seconds"),
+        ("sqlite:////x.db?busy_timeout=-1", "seconds"),
+        ("redis://x", "sqlite:///"),
+    ],
+)
+def test_url_errors_name_the_fix(url: str, hint: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_url(url, synchronous="FULL", busy_timeout=5.0)
+    assert hint in str(info.value)
+
+
+def test_open_backend_builds_sqlite(db_path: Path) -> None:
+    b = open_backend(f"sqlite:///{db_path}?busy_timeout=2", synchronous="NORMAL")
+    try:
+        assert isinstance(b, SQLiteBackend)
+        assert b.url == f"sqlite:///{db_path}?busy_timeout=2"
+        assert b.options.busy_timeout == 2.0 and b.options.synchronous == "NORMAL"
+    finally:
+        b.close()
+
+
+def test_creates_the_parent_directory(tmp_path: Path) -> None:
+    path = tmp_path / "instance" / "deeper" / "spool.db"
+    b = SQLiteBackend(f"sqlite:///{path}")
+    try:
+        b.enqueue(make_job(), now=NOW)
+        assert path.exists()
+    finally:
+        b.close()
+
+
+# -- pragmas and schema ------------------------------------------------------------
+
+
+def test_pragmas_on_every_connection(backend: SQLiteBackend) -> None:
+    def check() -> dict[str, Any]:
+        return {
+            name: pragma(backend, name)
+            for name in ("journal_mode", "synchronous", "busy_timeout", "auto_vacuum")
+        }
+
+    expected = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000, "auto_vacuum": 2}
+    assert check() == expected
+    seen: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: seen.append(check()))
+    thread.start()
+    thread.join()
+    assert seen == [expected]
+
+
+def test_synchronous_normal_is_an_opt_out(db_path: Path) -> None:
+    b = SQLiteBackend(f"sqlite:///{db_path}?synchronous=NORMAL", busy_timeout=0.5)
+    try:
+        assert pragma(b, "synchronous") == 1
+        assert pragma(b, "busy_timeout") == 500
+    finally:
+        b.close()
+
+
+def test_extra_pragmas(db_path: Path) -> None:
+    b = SQLiteBackend(f"sqlite:///{db_path}", pragmas={"cache_size": -4000})
+    try:
+        assert pragma(b, "cache_size") == -4000
+    finally:
+        b.close()
+    with pytest.raises(ConfigurationError):
+        SQLiteBackend(f"sqlite:///{db_path}", pragmas={"cache_size; DROP TABLE jobs": 1})
+
+
+def test_schema_version_and_migrations(backend: SQLiteBackend, db_path: Path) -> None:
+    assert SCHEMA_VERSION == MIGRATIONS[-1].version == len(MIGRATIONS)
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert backend.schema_version() == SCHEMA_VERSION
+    names = {
+        r[0]
+        for r in backend._connection().execute("SELECT name FROM sqlite_schema WHERE type='index'")
+    }
+    assert {
+        "jobs_claim",
+        "jobs_due",
+        "jobs_lease",
+        "jobs_live_key",
+        "jobs_expires",
+        "jobs_state",
+        "jobs_queue",
+        "jobs_task",
+    } <= names
+    # opening again applies nothing and keeps the data
+    job = backend.enqueue(make_job(), now=NOW)
+    again = SQLiteBackend(f"sqlite:///{db_path}")
+    try:
+        assert again.get(job.id) == job
+        assert again.schema_version() == SCHEMA_VERSION
+    finally:
+        again.close()
+
+
+def test_schema_sql_starts_with_a_header_and_splits_into_statements() -> None:
+    sql = MIGRATIONS[0].sql
+    assert sql.startswith("-- ")
+    statements = split_statements(sql)
+    assert statements[0].rstrip().endswith(";")
+    assert sum("CREATE TABLE" in s for s in statements) == 1
+    assert sum("CREATE INDEX" in s or "CREATE UNIQUE INDEX" in s for s in statements) == 8
+    assert split_statements("-- only; a comment\n") == []
+
+
+def test_a_newer_schema_is_refused(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    try:
+        with pytest.raises(BackendUnavailable, match="upgrade spoolhouse"):
+            b.get("x")
+    finally:
+        b.close()
+
+
+def _open_and_enqueue(path: str, n: int) -> None:
+    b = SQLiteBackend(f"sqlite:///{path}")
+    for _ in range(n):
+        b.enqueue(make_job(), now=NOW)
+    b.close()
+
+
+def test_concurrent_first_open_from_processes(db_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_open_and_enqueue, args=(str(db_path), 25)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    try:
+        assert b.counts() == {"default": {"pending": 100}}
+        assert b.schema_version() == SCHEMA_VERSION
+        assert pragma(b, "auto_vacuum") == 2
+        b.check_integrity(full=True)
+    finally:
+        b.close()
+
+
+# -- query plans -----------------------------------------------------------------
+
+
+def _plans(backend: SQLiteBackend, action: Callable[[], object]) -> list[tuple[str, list[str]]]:
+    """Run ``action`` and return the query plan of every statement it executed."""
+    conn = backend._connection()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        action()
+    finally:
+        conn.set_trace_callback(None)
+    out: list[tuple[str, list[str]]] = []
+    for sql in statements:
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head in ("SELECT", "UPDATE", "DELETE", "INSERT"):
+            plan = [str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            out.append((sql, plan))
+    return out
+
+
+def _fill(backend: SQLiteBackend) -> None:
+    jobs = [
+        make_job(queue=f"q{i % 3}", priority=i % 5, run_at=NOW + (i % 7) - 3, key=f"k{i}")
+        for i in range(300)
+    ]
+    backend.enqueue_many(jobs, now=NOW)
+    claimed = backend.claim(["q0", "q1"], worker_id="w", now=NOW, lease=30, limit=40)
+    for job in claimed[:20]:
+        assert job.lease is not None
+        backend.complete(job.id, job.lease, now=NOW, result=None, expires_at=NOW + 5)
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [
+        ("claim", "jobs_claim"),
+        ("next_due", "jobs_due"),
+        ("rescue_expired", "jobs_lease"),
+        ("prune", "jobs_expires"),
+        ("enqueue_with_key", "jobs_live_key"),
+        ("list_by_state", "jobs_state"),
+        ("list_by_queue", "jobs_queue"),
+        ("list_by_task", "jobs_task"),
+    ],
+)
+def test_query_plans_use_their_index_and_never_scan(
+    backend: SQLiteBackend, name: str, index: str
+) -> None:
+    _fill(backend)
+    actions: dict[str, Callable[[], object]] = {
+        "claim": lambda: backend.claim(["q0", "q2"], worker_id="w", now=NOW, lease=30, limit=5),
+        "next_due": lambda: backend.next_due(["q0", "q1", "q2"], now=NOW),
+        "rescue_expired": lambda: backend.rescue_expired(now=NOW + 1, max_lost=3, error="{}"),
+        "prune": lambda: backend.prune(now=NOW + 10, limit=10),
+        "enqueue_with_key": lambda: backend.enqueue(make_job(key="k7"), now=NOW),
+        "list_by_state": lambda: backend.list_jobs(state="pending", cursor="z", limit=10),
+        "list_by_queue": lambda: backend.list_jobs(queue="q1", limit=10),
+        "list_by_task": lambda: backend.list_jobs(task="t", limit=10),
+    }
+    plans = _plans(backend, actions[name])
+    assert plans, "the action ran no query"
+    details = [line for _, plan in plans for line in plan]
+    assert any(index in line for line in details), details
+    for sql, plan in plans:
+        for line in plan:
+            assert "TEMP B-TREE" not in line, (sql, plan)
+            # a SCAN is a full pass over the table or an index
+            assert not line.startswith("SCAN"), (sql, plan)
+
+
+# -- types -------------------------------------------------------------------------
+
+
+def test_whole_float_values_come_back_as_floats(backend: SQLiteBackend) -> None:
+    job = make_job(timeout=30.0, result_ttl=60.0, max_attempts=3)
+    stored = backend.enqueue(job, now=NOW)
+    [claimed] = backend.claim(["default"], worker_id="w", now=NOW, lease=30.0)
+    assert claimed.lease is not None
+    rescued = backend.rescue(claimed.id, claimed.lease, now=NOW, max_lost=5, error="{}")
+    assert rescued is not None
+    listed = backend.list_jobs()[0]
+    for record in (stored, claimed, rescued, listed, backend.get(job.id)):
+        assert record is not None
+        for name in ("run_at", "timeout", "created_at", "result_ttl"):
+            assert type(getattr(record, name)) is float, (name, record)
+        assert type(record.abort_requested) is bool
+        assert type(record.state) is JobState
+    assert type(claimed.started_at) is float and type(claimed.lease_expires_at) is float
+
+
+def test_bad_rows_are_refused_by_the_table(backend: SQLiteBackend) -> None:
+    """STRICT columns and CHECKs keep malformed rows out (R18 writes behind our back)."""
+    conn = backend._connection()
+    backend.enqueue(make_job(), now=NOW)
+    for column, value in (("run_at", "garbage"), ("state", "odd"), ("task", None)):
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(f"UPDATE jobs SET {column} = ?", (value,))
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def test_locked_database_raises_enqueue_timeout(db_path: Path) -> None:
+    b = SQLiteBackend(f"sqlite:///{db_path}", busy_timeout=0.2)
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        waiting = b.enqueue(make_job(), now=NOW)
+        holder.execute("BEGIN EXCLUSIVE")
+        refused = make_job()
+        started = time.monotonic()
+        with pytest.raises(EnqueueTimeout, match="busy_timeout") as info:
+            b.enqueue(refused, now=NOW)
+        assert time.monotonic() - started < 2.0
+        assert "BEGIN EXCLUSIVE" in str(info.value)
+        with pytest.raises(EnqueueTimeout):
+            b.enqueue_many([make_job(), make_job()], now=NOW)
+        # elsewhere the same condition is BackendUnavailable, not an enqueue timeout
+        with pytest.raises(BackendUnavailable) as claim_info:
+            b.claim(["default"], worker_id="w", now=NOW, lease=30)
+        assert not isinstance(claim_info.value, EnqueueTimeout)
+        # WAL readers are not blocked by a writer
+        assert b.get(waiting.id) == waiting
+        holder.execute("ROLLBACK")
+        assert b.get(refused.id) is None
+        assert b.counts() == {"default": {"pending": 1}}
+        started = time.monotonic()
+        b.enqueue(make_job(), now=NOW)  # recovers at once
+        assert time.monotonic() - started < 1.0
+        assert b.counts() == {"default": {"pending": 2}}
+    finally:
+        holder.close()
+        b.close()
+
+
+def _fill_until_full(b: SQLiteBackend, payload_size: int) -> list[Job]:
+    stored: list[Job] = []
+    for _ in range(500):
+        job = make_job(payload=os.urandom(payload_size))
+        try:
+            stored.append(b.enqueue(job, now=NOW))
+        except StorageFull:
+            assert b.get(job.id) is None
+            return stored
+    raise AssertionError("the database never filled up")
+
+
+def test_disk_full_raises_storage_full_and_stores_nothing(db_path: Path) -> None:
+    first = SQLiteBackend(f"sqlite:///{db_path}")
+    running = first.enqueue(make_job(max_attempts=3), now=NOW)
+    [claimed] = first.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert claimed.lease is not None
+    pages = pragma(first, "page_count")
+    first.close()
+
+    b = SQLiteBackend(f"sqlite:///{db_path}", pragmas={"max_page_count": pages + 40})
+    try:
+        stored = _fill_until_full(b, 16 * 1024)
+        assert stored, "no job fitted before the cap"
+        with pytest.raises(StorageFull, match="nothing was stored"):
+            b.enqueue(make_job(payload=os.urandom(64 * 1024)), now=NOW)
+        batch = [make_job(payload=os.urandom(16 * 1024)) for _ in range(8)]
+        with pytest.raises(StorageFull):
+            b.enqueue_many(batch, now=NOW)
+        assert all(b.get(j.id) is None for j in batch)
+        # an ack that does not fit leaves the job running under its lease
+        with pytest.raises(StorageFull):
+            b.complete(
+                running.id, claimed.lease, now=NOW, result=os.urandom(256 * 1024), expires_at=None
+            )
+        still = b.get(running.id)
+        assert still is not None
+        assert still.state is JobState.RUNNING and still.lease == claimed.lease
+        assert b.counts() == {"default": {"pending": len(stored), "running": 1}}
+        b.check_integrity(full=True)
+        # after space is freed, the same ack succeeds
+        b._connection().execute("PRAGMA max_page_count = 1000000")
+        assert b.complete(
+            running.id, claimed.lease, now=NOW, result=os.urandom(256 * 1024), expires_at=None
+        )
+        b.enqueue(make_job(payload=os.urandom(64 * 1024)), now=NOW)
+    finally:
+        b.close()
+
+
+def _try_enqueue(path: str, out: Any) -> None:
+    """In a forked child: give up root if we have it, then try one enqueue."""
+    if os.geteuid() == 0:
+        os.setgid(65534)
+        os.setuid(65534)  # nobody: root would ignore the directory's permissions
+    b = SQLiteBackend(f"sqlite:///{path}")
+    started = time.monotonic()
+    try:
+        b.enqueue(make_job(), now=NOW)
+        report: dict[str, Any] = {"error": None}
+    except Exception as exc:
+        report = {
+            "error": type(exc).__name__,
+            "message": str(exc),
+            "unavailable": isinstance(exc, BackendUnavailable),
+        }
+    report["elapsed"] = time.monotonic() - started
+    out.send(report)
+
+
+def _enqueue_unprivileged(path: Path) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_try_enqueue, args=(str(path), sender))
+    proc.start()
+    assert receiver.poll(30), "the child did not report"
+    report: dict[str, Any] = receiver.recv()
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+    return report
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+
+
+@pytest.fixture
+def readonly_dir() -> Iterator[Path]:
+    # not under tmp_path: an unprivileged child must be able to reach it
+    root = Path(tempfile.mkdtemp(prefix="spoolhouse-ro-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        root.chmod(0o755)
+        for child in sorted(root.rglob("*"), reverse=True):
+            if child.is_dir():
+                child.chmod(0o755)
+                child.rmdir()
+            else:
+                child.unlink()
+        root.rmdir()
+
+
+@needs_fork
+def test_read_only_directory_new_database(readonly_dir: Path) -> None:
+    locked = readonly_dir / "ro"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)
+    out = _enqueue_unprivileged(locked / "spool.db")
+    assert out["error"] is not None and out["unavailable"], out
+    assert "writable" in out["message"], out
+    assert out["elapsed"] < 2.5
+    assert not (locked / "spool.db").exists()
+
+
+@needs_fork
+def test_read_only_directory_existing_database(readonly_dir: Path) -> None:
+    locked = readonly_dir / "ro"
+    locked.mkdir()
+    path = locked / "spool.db"
+    b = SQLiteBackend(f"sqlite:///{path}")
+    b.enqueue(make_job(), now=NOW)
+    b.close()  # the last connection checkpoints and removes -wal and -shm
+    path.chmod(0o644)
+    locked.chmod(0o555)
+    out = _enqueue_unprivileged(path)
+    assert out["error"] is not None and out["unavailable"], out
+    assert "writable" in out["message"], out
+    assert out["elapsed"] < 2.5
+    locked.chmod(0o755)
+    check = SQLiteBackend(f"sqlite:///{path}")
+    try:
+        assert check.counts() == {"default": {"pending": 1}}
+    finally:
+        check.close()
+
+
+def test_cannot_open_names_the_directory(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    b = SQLiteBackend(f"sqlite:///{not_a_dir}/spool.db")
+    with pytest.raises(BackendUnavailable, match=str(not_a_dir)):
+        b.enqueue(make_job(), now=NOW)
+    with pytest.raises(BackendUnavailable):
+        b.get("x")
+
+
+def test_not_a_database(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not a database file at all " * 200)
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    with pytest.raises(BackendUnavailable, match="not a SQLite database|damaged"):
+        b.counts()
+    with pytest.raises(BackendUnavailable):
+        b.enqueue(make_job(), now=NOW)
+
+
+def test_check_integrity_finds_a_damaged_page(db_path: Path) -> None:
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    b.enqueue_many([make_job(payload=os.urandom(300), key=f"k{i}") for i in range(400)], now=NOW)
+    b.check_integrity()
+    b.check_integrity(full=True)
+    page_size = pragma(b, "page_size")
+    pages = pragma(b, "page_count")
+    b.close()
+    assert pages > 10
+    with open(db_path, "r+b") as f:  # overwrite a page in the middle of the file
+        f.seek(page_size * (pages // 2))
+        f.write(b"\xa5" * page_size)
+    damaged = SQLiteBackend(f"sqlite:///{db_path}")
+    try:
+        with pytest.raises(BackendUnavailable, match="restore it|salvage"):
+            damaged.check_integrity(full=True)
+    finally:
+        damaged.close()
+
+
+# -- connections -------------------------------------------------------------------
+
+
+def test_one_connection_per_thread_and_close(backend: SQLiteBackend) -> None:
+    mine = backend._connection()
+    assert backend._connection() is mine
+    theirs: list[sqlite3.Connection] = []
+    thread = threading.Thread(target=lambda: theirs.append(backend._connection()))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine
+    backend.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        mine.execute("SELECT 1")  # closed
+    reopened = backend._connection()
+    assert reopened is not mine
+    assert backend.counts() == {}
+
+
+def _child_after_fork(backend: SQLiteBackend, inherited_id: int, out: Any) -> None:
+    job = backend.enqueue(make_job(queue="child"), now=NOW)
+    conn = backend._connection()
+    out.send(
+        {
+            "job": job.id,
+            "new_connection": id(conn) != inherited_id,
+            "abandoned": any(id(c) == inherited_id for c in sqlite_module._ABANDONED),
+        }
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_connections_are_not_carried_across_fork(backend: SQLiteBackend) -> None:
+    parent_job = backend.enqueue(make_job(), now=NOW)
+    inherited = backend._connection()
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_after_fork, args=(backend, id(inherited), sender))
+    proc.start()
+    assert receiver.poll(30), "the forked child did not report"
+    report = receiver.recv()
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+    assert report["new_connection"] and report["abandoned"]
+    # the parent's connection is untouched and sees the child's write
+    assert backend._connection() is inherited
+    assert backend.get(report["job"]) is not None
+    assert backend.get(parent_job.id) == parent_job
+    backend.check_integrity(full=True)
+
+
+# -- concurrency -------------------------------------------------------------------
+
+
+def test_concurrent_writers_in_threads_never_see_locked(backend: SQLiteBackend) -> None:
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for _ in range(100):
+                backend.enqueue(make_job(), now=NOW)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def consume(got: list[str]) -> None:
+        try:
+            for _ in range(200):
+                for job in backend.claim(["default"], worker_id="c", now=NOW, lease=30, limit=2):
+                    assert job.lease is not None
+                    assert backend.complete(
+                        job.id, job.lease, now=NOW, result=None, expires_at=None
+                    )
+                    got.append(job.id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    done: list[str] = []
+    threads = [threading.Thread(target=produce) for _ in range(4)]
+    threads += [threading.Thread(target=consume, args=(done,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(done) == len(set(done))
+    counts = backend.counts()["default"]
+    assert counts.get("pending", 0) + counts.get("succeeded", 0) == 400
+    assert counts.get("succeeded", 0) == len(done)
+
+
+# -- space -------------------------------------------------------------------------
+
+
+def test_prune_gives_space_back(backend: SQLiteBackend) -> None:
+    jobs = backend.enqueue_many(
+        [make_job(payload=os.urandom(8 * 1024)) for _ in range(300)], now=NOW
+    )
+    for job in backend.claim(["default"], worker_id="w", now=NOW, lease=30, limit=300):
+        assert job.lease is not None
+        backend.complete(job.id, job.lease, now=NOW, result=None, expires_at=NOW)
+    full = pragma(backend, "page_count")
+    assert backend.prune(now=NOW, limit=1000) == len(jobs)
+    assert pragma(backend, "freelist_count") == 0
+    assert pragma(backend, "page_count") < full // 4
+    backend.enqueue_many([make_job(payload=os.urandom(8 * 1024)) for _ in range(50)], now=NOW)
+    for job in backend.claim(["default"], worker_id="w", now=NOW, lease=30, limit=50):
+        assert job.lease is not None
+        backend.fail(job.id, job.lease, now=NOW, error="{}", expires_at=None)
+    before = pragma(backend, "page_count")
+    assert backend.purge(states=["failed"]) == 50
+    assert pragma(backend, "freelist_count") == 0
+    assert pragma(backend, "page_count") < before

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -93,7 +93,13 @@ def mask_url(url: str) -> str:
         if any(name == "password" for name, _ in pairs):
             masked = [(n, "***" if n == "password" else v) for n, v in pairs]
             query = urlencode(masked, safe="*/", quote_via=quote)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # built by hand: urlunsplit drops the empty authority of unix:///path
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        shown += "?" + query
+    if parts.fragment:
+        shown += "#" + parts.fragment
+    return shown
 
 
 def _positive(name: str, value: float) -> float:

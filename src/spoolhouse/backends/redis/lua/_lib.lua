@@ -1,6 +1,7 @@
 -- _lib.lua: helpers shared by every script; prepended after the generated key prelude.
 --
--- KEYS and ARGV[1]: see the prelude (the five fixed keys; ARGV[1] is the root).
+-- KEYS: ids, uniq, counts, running, expiring (the fixed keys, named K_* by the prelude)
+-- ARGV: [1] root of every key (ROOT in the prelude); the rest belongs to each script
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
 -- its change of a job hash (unindex before, index after):

@@ -1,0 +1,654 @@
+"""Redis backend specifics the contract suite does not cover.
+
+URL handling and password masking, exact encoding, the key namespace (one
+Cluster slot, Lua headers), wake-up latency across processes, the eviction
+policy check against a private ``redis-server``, fork safety, the enqueue
+deadline fence and the batching paths of the scripts. Tests that need a
+server use the shared one under their own prefix (and delete only their keys),
+or start a private one on a free port and kill it by PID.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.connection import SSLConnection, UnixDomainSocketConnection
+
+from conftest import IN_CI, REDIS_URL, require_redis
+from spoolhouse.backends import open_backend
+from spoolhouse.backends.redis import RedisBackend
+from spoolhouse.backends.redis import backend as backend_module
+from spoolhouse.backends.redis.backend import mask_url
+from spoolhouse.backends.redis.codec import decode_job, encode_job, order_key
+from spoolhouse.backends.redis.keys import Keyspace
+from spoolhouse.backends.redis.scripts import NAMES, source
+from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout
+from spoolhouse.job import Job, JobState, new_job_id
+
+NOW = 1_700_000_000.0
+LUA_DIR = Path(__file__).resolve().parents[2] / "src/spoolhouse/backends/redis/lua"
+
+
+def make_job(**fields: Any) -> Job:
+    fields.setdefault("task", "t")
+    fields.setdefault("queue", "default")
+    fields.setdefault("payload", b"[[], {}]")
+    fields.setdefault("run_at", NOW)
+    return Job(id=new_job_id(), **fields)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_redis_server() -> str:
+    """The redis-server binary; skip (locally) or fail (in CI) without it."""
+    binary = shutil.which("redis-server")
+    if binary is not None:
+        return binary
+    message = "redis-server is not installed (apt-get install redis-server)"
+    if IN_CI:
+        pytest.fail(message + "; in CI a missing service is a failure")
+    pytest.skip(message)
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, started and killed by PID."""
+
+    def __init__(self, directory: Path, *options: str) -> None:
+        self.binary = require_redis_server()
+        self.port = free_port()
+        self.dir = directory
+        self.options = options
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5)
+
+    def start(self, timeout: float = 15.0) -> None:
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *self.options,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client().ping()
+                return
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+            try:
+                code = self.proc.wait(timeout=0.02)
+            except subprocess.TimeoutExpired:
+                continue
+            raise RuntimeError(f"redis-server exited with {code}: {self.log()}")
+
+    def log(self) -> str:
+        return (self.dir / "redis.log").read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    started: list[PrivateRedis] = []
+
+    def start(*options: str) -> PrivateRedis:
+        directory = tmp_path / f"redis{len(started)}"
+        directory.mkdir()
+        server = PrivateRedis(directory, *options)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.kill()
+
+
+@pytest.fixture
+def rb() -> Iterator[RedisBackend]:
+    """A backend on the shared Redis under a prefix of its own."""
+    require_redis()
+    b = RedisBackend(REDIS_URL, prefix=f"shtest-{uuid.uuid4().hex[:12]}")
+    try:
+        yield b
+    finally:
+        b.destroy()
+        b.close()
+
+
+# -- URL handling -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:s3cret@host/2", "redis://user:***@host/2"),
+        (
+            "rediss://user:p%40ss@host:6380/0?ssl_cert_reqs=none",
+            "rediss://user:***@host:6380/0?ssl_cert_reqs=none",
+        ),
+        ("unix:///run/redis.sock?db=2&password=s3cret", "unix:///run/redis.sock?db=2&password=***"),
+        ("redis://onlyuser@host/0", "redis://onlyuser@host/0"),
+    ],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+    b = RedisBackend(url)
+    assert b.url == shown
+    assert "s3cret" not in repr(b)
+
+
+def test_url_options_reach_the_connections() -> None:
+    b = RedisBackend("redis://user:pw@db.example:1234/3?socket_timeout=1.5", enqueue_timeout=0.75)
+    clients = b._current()  # pools are built lazily and connect on first command
+    main = clients.main.connection_pool.connection_kwargs
+    assert (main["host"], main["port"], main["db"]) == ("db.example", 1234, 3)
+    assert (main["username"], main["password"]) == ("user", "pw")
+    assert main["socket_timeout"] == 1.5
+    assert main["retry"].get_retries() == 0
+    producer = clients.producer.connection_pool.connection_kwargs
+    assert producer["socket_timeout"] == 0.75
+    assert producer["socket_connect_timeout"] == 0.75
+    assert producer["retry"].get_retries() == 0
+    blocking = clients.blocking.connection_pool.connection_kwargs
+    assert blocking["socket_timeout"] > backend_module.MAX_BLOCK
+    assert blocking["client_name"] == b.wait_client_name
+
+
+def test_tls_and_unix_socket_urls() -> None:
+    tls = RedisBackend("rediss://host:6380/0")._current().main.connection_pool
+    assert tls.connection_class is SSLConnection
+    unix = RedisBackend("unix:///run/redis.sock?db=4")._current().main.connection_pool
+    assert unix.connection_class is UnixDomainSocketConnection
+    assert unix.connection_kwargs["path"] == "/run/redis.sock"
+    assert unix.connection_kwargs["db"] == 4
+
+
+def test_open_backend_builds_a_redis_backend() -> None:
+    b = open_backend("redis://127.0.0.1:6379/0", prefix="p1", enqueue_timeout=1.0)
+    assert isinstance(b, RedisBackend)
+    assert b.prefix == "p1" and b.enqueue_timeout == 1.0
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("http://host/0", {}),
+        ("redis://host/0", {"prefix": "a{b}"}),
+        ("redis://host/0", {"prefix": ""}),
+        ("redis://host/0", {"enqueue_timeout": 0}),
+        ("redis://host/0", {"socket_timeout": -1}),
+        ("redis://host/0", {"enqueue_timeout": math.nan}),
+    ],
+)
+def test_bad_configuration_is_refused_up_front(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend(url, **options)
+
+
+def test_unreachable_server_fails_fast_with_typed_errors() -> None:
+    port = free_port()  # nothing listens there
+    b = RedisBackend(f"redis://:s3cret@127.0.0.1:{port}/0", prefix="nowhere")
+    started = time.monotonic()
+    with pytest.raises(EnqueueTimeout) as info:
+        b.enqueue(make_job(), now=NOW)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(BackendUnavailable):
+        b.get(new_job_id())
+    with pytest.raises(BackendUnavailable):
+        b.wait(["default"], 1.0)
+    assert time.monotonic() - started < 2.0
+
+
+# -- encoding -------------------------------------------------------------------------
+
+finite = st.floats(allow_nan=False, allow_infinity=True)
+
+
+@given(finite, finite)
+def test_order_key_preserves_numeric_order(a: float, b: float) -> None:
+    ka, kb = order_key(a), order_key(b)
+    assert len(ka) == len(kb) == 16
+    if a < b:
+        assert ka < kb
+    elif a > b:
+        assert ka > kb
+    elif a == b and math.copysign(1, a) == math.copysign(1, b):
+        assert ka == kb
+
+
+@given(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+    st.integers(min_value=-(2**53), max_value=2**53),
+    st.binary(),
+    st.booleans(),
+)
+def test_codec_round_trips(
+    run_at: float, ttl: float | None, prio: int, data: bytes, flag: bool
+) -> None:
+    job = make_job(
+        run_at=run_at,
+        result_ttl=ttl,
+        priority=prio,
+        payload=data,
+        abort_requested=flag,
+        key="k\u2713",
+    )
+    flat = encode_job(job)
+    assert decode_job([v.encode() if isinstance(v, str) else v for v in flat]) == job
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"payload": "text"},
+        {"run_at": "soon"},
+        {"priority": 1.5},
+        {"attempt": True},
+        {"task": b"bytes"},
+        {"run_at": math.nan},
+    ],
+)
+def test_codec_rejects_wrong_types(fields: dict[str, Any]) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        encode_job(make_job(**fields))
+
+
+# -- key namespace and scripts ----------------------------------------------------------
+
+
+def test_every_script_file_opens_with_its_header() -> None:
+    files = {p.stem for p in LUA_DIR.glob("*.lua")} - {"_lib"}
+    assert files == set(NAMES)
+    for name in (*NAMES, "_lib"):
+        text = (LUA_DIR / f"{name}.lua").read_text()
+        head = text.split("\n\n", 1)[0]
+        assert head.startswith(f"-- {name}.lua:"), name
+        assert "-- KEYS:" in head and ("-- ARGV:" in head or "ARGV[1]" in head), name
+        if name != "_lib":
+            assert "-- Returns:" in head and "-- Invariants:" in head, name
+
+
+def test_scripts_compile(rb: RedisBackend) -> None:
+    client = rb._current().main
+    for name in NAMES:
+        assert client.script_load(source(name))
+
+
+def test_all_keys_of_a_spooler_share_one_cluster_slot(rb: RedisBackend) -> None:
+    jobs = [make_job(queue=q, key=f"k{i}") for i, q in enumerate(["a", "b:c", "d{e}"])]
+    rb.enqueue_many(jobs, now=NOW)
+    rb.enqueue(make_job(run_at=NOW + 60), now=NOW)
+    [claimed] = rb.claim(["a"], worker_id="w", now=NOW, lease=30)
+    assert claimed.lease is not None
+    rb.complete(claimed.id, claimed.lease, now=NOW, result=b"r", expires_at=NOW + 10)
+    client = rb._current().main
+    keys = list(client.scan_iter(match=rb.keys.pattern, count=1000))
+    assert len(keys) > 10
+    assert {redis.crc.key_slot(k) for k in keys} == {
+        redis.crc.key_slot(b"{" + rb.prefix.encode() + b"}")
+    }
+
+
+def test_destroy_deletes_only_its_own_prefix() -> None:
+    require_redis()
+    base = f"shtest-{uuid.uuid4().hex[:8]}"
+    glob_like = RedisBackend(REDIS_URL, prefix=base + "-[a]*")  # glob characters are escaped
+    neighbour = RedisBackend(REDIS_URL, prefix=base + "-a-x")
+    try:
+        glob_like.enqueue(make_job(), now=NOW)
+        neighbour.enqueue(make_job(), now=NOW)
+        glob_like.destroy()
+        assert glob_like.counts() == {}
+        assert neighbour.counts() == {"default": {"pending": 1}}
+        client = glob_like._current().main
+        assert list(client.scan_iter(match=glob_like.keys.pattern)) == []
+    finally:
+        for b in (glob_like, neighbour):
+            b.destroy()
+            b.close()
+
+
+def test_keyspace_names() -> None:
+    ks = Keyspace("app")
+    assert ks.root == "{app}:"
+    assert ks.job("x") == "{app}:job:x"
+    assert ks.fixed == [
+        "{app}:ids",
+        "{app}:uniq",
+        "{app}:counts",
+        "{app}:running",
+        "{app}:expiring",
+    ]
+
+
+# -- wake-up --------------------------------------------------------------------------
+
+
+def _wait_until_blocked(b: RedisBackend, deadline: float) -> None:
+    """Until a connection of ``b`` is blocked in BLPOP (CLIENT LIST), or fail at ``deadline``."""
+    client = b._current().main
+    while time.monotonic() < deadline:
+        for entry in client.client_list():
+            if entry.get("name") == b.wait_client_name and entry.get("cmd") == "blpop":
+                return
+        threading.Event().wait(0.002)
+    pytest.fail("the waiter never blocked in BLPOP")
+
+
+def _start_waiter(
+    b: RedisBackend, queues: list[str], timeout: float
+) -> tuple[threading.Thread, list[float]]:
+    woke: list[float] = []
+
+    def waiter() -> None:
+        b.wait(queues, timeout)
+        woke.append(time.time())
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    return thread, woke
+
+
+PRODUCER = r"""
+import sys, time
+from spoolhouse.backends.redis import RedisBackend
+from spoolhouse.job import Job, new_job_id
+b = RedisBackend(sys.argv[1], prefix=sys.argv[2])
+b.get("warm-up")  # connect and run the server check before the clock starts
+b.enqueue(Job(id=new_job_id(), task="t", queue="other", payload=b""), now=time.time())
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.time()
+b.enqueue(Job(id=new_job_id(), task="t", queue=sys.argv[3], payload=b""), now=started)
+print(started, time.time(), flush=True)
+"""
+
+
+def test_wait_wakes_within_milliseconds_of_an_enqueue_from_another_process(
+    rb: RedisBackend,
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRODUCER, REDIS_URL, rb.prefix, "mail"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        rb.wait(["mail"], 0.001)  # eat nothing; warms our connections
+        thread, woke = _start_waiter(rb, ["mail", "sms"], 5.0)
+        _wait_until_blocked(rb, time.monotonic() + 5)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        started, acked = map(float, proc.stdout.readline().split())
+        thread.join(timeout=6)
+        assert woke, "wait() did not return"
+        latency = woke[0] - started
+        assert latency < 0.05, f"woke {latency * 1000:.1f} ms after the enqueue started"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_wait_wakes_on_retry_and_other_queues_do_not_wake_it(rb: RedisBackend) -> None:
+    rb.enqueue(make_job(max_attempts=3), now=NOW)
+    [job] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert job.lease is not None
+    rb.wait(["default"], 0.01)  # drain the enqueue's token
+    thread, woke = _start_waiter(rb, ["default"], 5.0)
+    _wait_until_blocked(rb, time.monotonic() + 5)
+    rb.enqueue(make_job(queue="elsewhere"), now=NOW)
+    thread.join(timeout=0.2)
+    assert not woke
+    started = time.time()
+    assert rb.retry(job.id, job.lease, now=NOW, run_at=NOW + 60, error="{}")
+    thread.join(timeout=6)
+    assert woke and woke[0] - started < 0.05
+
+
+def test_wait_times_out_and_tolerates_odd_timeouts(rb: RedisBackend) -> None:
+    started = time.monotonic()
+    rb.wait(["idle"], 0.2)
+    assert 0.15 <= time.monotonic() - started < 2.0
+    started = time.monotonic()
+    rb.wait(["idle"], 0)
+    rb.wait(["idle"], -1)
+    rb.wait([], 10)
+    rb.wait(["idle"], 0.0001)  # under a millisecond: never "block forever"
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_batch_wakes_several_waiters(rb: RedisBackend) -> None:
+    waiters = [_start_waiter(rb, ["bulk"], 5.0) for _ in range(3)]
+    deadline = time.monotonic() + 5
+    client = rb._current().main
+    while (
+        sum(
+            1
+            for e in client.client_list()
+            if e.get("name") == rb.wait_client_name and e.get("cmd") == "blpop"
+        )
+        < 3
+    ):
+        assert time.monotonic() < deadline, "the waiters never blocked"
+        threading.Event().wait(0.002)
+    rb.enqueue_many([make_job(queue="bulk") for _ in range(3)], now=NOW)
+    for thread, _ in waiters:
+        thread.join(timeout=6)
+    assert all(woke for _, woke in waiters)
+
+
+# -- eviction policy check ----------------------------------------------------------------
+
+
+def test_allkeys_policy_is_refused(private_redis: Any) -> None:
+    server = private_redis("--maxmemory-policy", "allkeys-lru")
+    b = RedisBackend(server.url, prefix="evict")
+    with pytest.raises(ConfigurationError, match="noeviction"):
+        b.check_server()
+    with pytest.raises(ConfigurationError, match="evicted job is a lost job"):
+        b.enqueue(make_job(), now=NOW)
+    with pytest.raises(ConfigurationError):
+        b.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert server.client().dbsize() == 0
+    # the check can be turned off explicitly
+    lax = RedisBackend(server.url, prefix="evict", check_eviction=False)
+    lax.enqueue(make_job(), now=NOW)
+    assert lax.counts() == {"default": {"pending": 1}}
+    # and a fixed server is accepted by the same backend
+    server.client().config_set("maxmemory-policy", "noeviction")
+    b.check_server()
+    assert b.counts() == {"default": {"pending": 1}}
+    for backend in (b, lax):
+        backend.close()
+
+
+def test_volatile_policy_warns(private_redis: Any, caplog: pytest.LogCaptureFixture) -> None:
+    server = private_redis("--maxmemory-policy", "volatile-lru")
+    b = RedisBackend(server.url, prefix="evict")
+    with caplog.at_level(logging.WARNING, logger="spoolhouse.backends.redis"):
+        b.enqueue(make_job(), now=NOW)
+    assert "volatile-lru" in caplog.text
+    b.close()
+
+
+def test_forbidden_config_command_warns(
+    private_redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = private_redis("--rename-command", "CONFIG", "")
+    b = RedisBackend(server.url, prefix="evict")
+    with caplog.at_level(logging.WARNING, logger="spoolhouse.backends.redis"):
+        b.check_server()
+        b.enqueue(make_job(), now=NOW)
+    assert "noeviction" in caplog.text
+    assert b.counts() == {"default": {"pending": 1}}
+    b.close()
+
+
+# -- fork safety ----------------------------------------------------------------------------
+
+
+def _child_enqueue(b: RedisBackend, job_id: str, parent_main: int) -> None:
+    # the child must build its own pools instead of reusing the parent's sockets
+    clients = b._current()
+    assert id(clients.main) != parent_main
+    b.enqueue(Job(id=job_id, task="t", queue="forked", payload=b"", run_at=NOW), now=NOW)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+def test_connections_are_rebuilt_after_fork(rb: RedisBackend) -> None:
+    rb.enqueue(make_job(), now=NOW)  # the parent has live connections
+    parent_main = id(rb._current().main)
+    job_id = new_job_id()
+    proc = multiprocessing.get_context("fork").Process(
+        target=_child_enqueue, args=(rb, job_id, parent_main)
+    )
+    proc.start()
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+    got = rb.get(job_id)
+    assert got is not None and got.queue == "forked"
+    assert id(rb._current().main) == parent_main
+
+
+# -- enqueue deadline fence -----------------------------------------------------------------
+
+
+def test_an_enqueue_run_after_its_deadline_stores_nothing(rb: RedisBackend) -> None:
+    rb.enqueue(make_job(), now=NOW)  # measures the server clock offset
+    job = make_job()
+    rb._offset = -10.0  # pretend the server clock is 10 s behind: the deadline has passed
+    rb._offset_at = time.monotonic()
+    with pytest.raises(EnqueueTimeout, match="nothing was stored"):
+        rb.enqueue(job, now=NOW)
+    assert rb.get(job.id) is None
+    # the offset is measured again, and the retry goes through
+    assert rb.enqueue(job, now=NOW).id == job.id
+    assert rb.get(job.id) is not None
+
+
+# -- scripts' edge paths --------------------------------------------------------------------
+
+
+def test_claim_when_the_clock_went_back(rb: RedisBackend) -> None:
+    job = rb.enqueue(make_job(run_at=NOW), now=NOW)  # due at enqueue: in the ready set
+    assert rb.claim(["default"], worker_id="w", now=NOW - 100, lease=30) == []
+    assert rb.next_due(["default"], now=NOW - 100) == NOW
+    [got] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert got.id == job.id
+
+
+def test_promotion_in_batches_claims_everything(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "PROMOTE_BATCH", 3)
+    jobs = [make_job(run_at=NOW + i) for i in range(10)]
+    rb.enqueue_many(jobs, now=NOW - 100)
+    claimed = rb.claim(["default"], worker_id="w", now=NOW + 100, lease=30, limit=100)
+    claimed += rb.claim(["default"], worker_id="w", now=NOW + 100, lease=30, limit=100)
+    claimed += rb.claim(["default"], worker_id="w", now=NOW + 100, lease=30, limit=100)
+    claimed += rb.claim(["default"], worker_id="w", now=NOW + 100, lease=30, limit=100)
+    assert [j.id for j in claimed] == [j.id for j in jobs]
+
+
+def test_rescue_expired_and_purge_in_batches(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "RESCUE_BATCH", 2)
+    monkeypatch.setattr(backend_module, "PURGE_BATCH", 2)
+    rb.enqueue_many([make_job() for _ in range(5)], now=NOW)
+    rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=5)
+    rescued = rb.rescue_expired(now=NOW + 31, max_lost=1, error="{}")
+    assert len(rescued) == 5 and {j.state for j in rescued} == {JobState.FAILED}
+    assert rb.purge(states=["failed"]) == 5
+    assert rb.counts() == {}
+
+
+def test_list_jobs_scans_past_sparse_matches(rb: RedisBackend) -> None:
+    rare = rb.enqueue(make_job(task="rare"), now=NOW)
+    rb.enqueue_many([make_job(task="common") for _ in range(130)], now=NOW)
+    assert [j.id for j in rb.list_jobs(task="rare", limit=5)] == [rare.id]
+    assert len(rb.list_jobs(task="common", limit=120)) == 120
+    assert rb.list_jobs(state="nonsense") == []
+
+
+def test_enqueue_of_an_existing_id_replaces_it(rb: RedisBackend) -> None:
+    job = rb.enqueue(make_job(queue="a"), now=NOW)
+    again = job.replace(queue="b", payload=b"new")
+    assert rb.enqueue(again, now=NOW) == again
+    assert rb.get(job.id) == again
+    assert rb.counts() == {"b": {"pending": 1}}
+
+
+def test_large_batch_is_one_call(rb: RedisBackend) -> None:
+    jobs = [make_job(key=f"k{i % 700}") for i in range(1000)]
+    stored = rb.enqueue_many(jobs, now=NOW)
+    assert len({j.id for j in stored}) == 700
+    assert rb.counts() == {"default": {"pending": 700}}
+
+
+def test_close_from_a_forked_child_leaves_the_parent_alone(rb: RedisBackend) -> None:
+    rb.enqueue(make_job(), now=NOW)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            rb.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert rb.counts() == {"default": {"pending": 1}}

@@ -31,7 +31,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 
-from conftest import IN_CI, REDIS_URL, require_redis
 from spoolhouse.backends import open_backend
 from spoolhouse.backends.redis import RedisBackend
 from spoolhouse.backends.redis import backend as backend_module
@@ -41,6 +40,25 @@ from spoolhouse.backends.redis.keys import Keyspace
 from spoolhouse.backends.redis.scripts import NAMES, source
 from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout
 from spoolhouse.job import Job, JobState, new_job_id
+
+# The same rules as tests/conftest.py (importing it as ``conftest`` is ambiguous
+# once a test folder has a conftest of its own).
+REDIS_URL = os.environ.get("SPOOLHOUSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_redis() -> None:
+    """Skip (locally) or fail (in CI) when no Redis server answers."""
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1).ping()
+        return
+    except redis.exceptions.RedisError:
+        pass
+    message = f"no Redis server answers at {REDIS_URL} (set SPOOLHOUSE_TEST_REDIS_URL)"
+    if IN_CI:
+        pytest.fail(message + "; in CI a missing service is a failure")
+    pytest.skip(message)
+
 
 NOW = 1_700_000_000.0
 LUA_DIR = Path(__file__).resolve().parents[2] / "src/spoolhouse/backends/redis/lua"

@@ -48,9 +48,21 @@ _ABORT_INDEX: Final = COLUMNS.index("abort_requested")
 _FINAL_SQL: Final = "('succeeded', 'failed', 'cancelled')"
 _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-# Claim: the subquery walks the jobs_claim index in claim order and stops after
-# ``limit`` due rows. INDEXED BY pins the plan: without statistics the planner
-# may prefer jobs_due (a range on run_at) and then sort every due job.
+# Claim walks the pending jobs of one queue one priority level at a time,
+# highest first. Within a level, jobs_claim is ordered by run_at, so the due
+# jobs are one index range and the walk stops after ``limit`` of them. A single
+# ORDER BY priority DESC over all levels would instead step over every future
+# job of a higher priority before reaching a due one of a lower priority.
+# INDEXED BY pins the plans: without statistics the planner may prefer
+# jobs_due and sort. Cost: O(levels visited x log n), whatever the backlog.
+_TOP_PRIORITY: Final = (
+    "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE state = 'pending' AND queue = ? "
+    "ORDER BY priority DESC LIMIT 1"
+)
+_NEXT_PRIORITY: Final = (
+    "SELECT priority FROM jobs INDEXED BY jobs_claim "
+    "WHERE state = 'pending' AND queue = ? AND priority < ? ORDER BY priority DESC LIMIT 1"
+)
 _CLAIM: Final = f"""
 UPDATE jobs
    SET state = 'running',
@@ -60,8 +72,9 @@ UPDATE jobs
        lease = lower(hex(randomblob(8))),
        lease_expires_at = :expires
  WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim
-               WHERE state = 'pending' AND queue = :queue AND run_at <= :now
-               ORDER BY priority DESC, run_at, id
+               WHERE state = 'pending' AND queue = :queue AND priority = :priority
+                 AND run_at <= :now
+               ORDER BY run_at, id
                LIMIT :limit)
 RETURNING {_COLUMN_LIST}
 """
@@ -423,23 +436,18 @@ class SQLiteBackend:
         if not due:
             return []
         claimed: list[Job] = []
+        params: dict[str, Any] = {"now": now, "worker_id": worker_id, "expires": now + lease}
         with self._write("claim") as conn:
             for queue in due:
-                left = limit - len(claimed)
-                if left <= 0:
-                    break
-                rows = conn.execute(
-                    _CLAIM,
-                    {
-                        "now": now,
-                        "worker_id": worker_id,
-                        "expires": now + lease,
-                        "queue": queue,
-                        "limit": left,
-                    },
-                ).fetchall()
-                # RETURNING reports rows in no particular order
-                claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
+                params["queue"] = queue
+                level = conn.execute(_TOP_PRIORITY, (queue,)).fetchone()
+                while level is not None and len(claimed) < limit:
+                    params["priority"] = level[0]
+                    params["limit"] = limit - len(claimed)
+                    rows = conn.execute(_CLAIM, params).fetchall()
+                    # RETURNING reports rows in no particular order
+                    claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
+                    level = conn.execute(_NEXT_PRIORITY, (queue, level[0])).fetchone()
         return claimed
 
     def extend_leases(

@@ -652,3 +652,40 @@ def test_prune_gives_space_back(backend: SQLiteBackend) -> None:
     assert backend.purge(states=["failed"]) == 50
     assert pragma(backend, "freelist_count") == 0
     assert pragma(backend, "page_count") < before
+
+
+def _claim_steps(tmp_path: Path, backlog: int) -> int:
+    """SQLite VM instructions one claim executes with ``backlog`` jobs waiting."""
+    b = SQLiteBackend(f"sqlite:///{tmp_path / f'steps-{backlog}.db'}")
+    try:
+        jobs = []
+        for i in range(backlog):
+            if i % 4 == 0:  # future jobs of a higher priority: a claim must not step over them
+                jobs.append(make_job(priority=9, run_at=NOW + 3600 + i))
+            else:
+                jobs.append(make_job(priority=i % 3, run_at=NOW - i))
+        b.enqueue_many(jobs, now=NOW)
+        b.enqueue_many([make_job(queue="other") for _ in range(backlog)], now=NOW)
+        conn = b._connection()
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        conn.set_progress_handler(count, 1)
+        try:
+            [job] = b.claim(["empty", "default"], worker_id="w", now=NOW, lease=30)
+        finally:
+            conn.set_progress_handler(None, 1)
+        assert job.priority == 2
+        return steps[0]
+    finally:
+        b.close()
+
+
+def test_claim_cost_does_not_grow_with_the_backlog(tmp_path: Path) -> None:
+    small = _claim_steps(tmp_path, 40)
+    large = _claim_steps(tmp_path, 4000)
+    # a B-tree descent is a little deeper in a bigger file; a scan would be 100x
+    assert large < small * 1.5, (small, large)

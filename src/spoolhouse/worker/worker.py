@@ -248,7 +248,10 @@ class Worker:
                 if left <= 0:
                     break
                 self._changed.wait(min(left, IDLE_CHECK))
-        self.release_inflight()
+        if self.release_inflight():
+            # The released jobs run elsewhere from now on: stop waiting for the threads
+            # still running them here (a worker process exits right after ``run``).
+            self._hard.set()
 
     def release_inflight(self) -> int:
         """Give back the leases of jobs still running, so they run again elsewhere now."""

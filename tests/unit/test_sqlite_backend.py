@@ -364,6 +364,31 @@ def test_locked_database_raises_enqueue_timeout(db_path: Path) -> None:
         b.close()
 
 
+def test_locked_before_anyone_opened_the_file(db_path: Path) -> None:
+    """An exclusive lock taken while no connection is open blocks readers too."""
+    setup = SQLiteBackend(f"sqlite:///{db_path}")
+    setup.enqueue(make_job(), now=NOW)
+    setup.close()  # the last connection removes -wal and -shm
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    b = SQLiteBackend(f"sqlite:///{db_path}", busy_timeout=0.2)
+    try:
+        refused = make_job()
+        started = time.monotonic()
+        with pytest.raises(EnqueueTimeout):
+            b.enqueue(refused, now=NOW)
+        assert time.monotonic() - started < 2.0
+        with pytest.raises(BackendUnavailable, match="busy_timeout"):
+            b.counts()
+        holder.execute("ROLLBACK")
+        assert b.get(refused.id) is None
+        b.enqueue(make_job(), now=NOW)
+        assert b.counts() == {"default": {"pending": 2}}
+    finally:
+        holder.close()
+        b.close()
+
+
 def _fill_until_full(b: SQLiteBackend, payload_size: int) -> list[Job]:
     stored: list[Job] = []
     for _ in range(500):

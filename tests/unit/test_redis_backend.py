@@ -38,7 +38,7 @@ from spoolhouse.backends.redis.backend import mask_url
 from spoolhouse.backends.redis.codec import decode_job, encode_job, order_key
 from spoolhouse.backends.redis.keys import Keyspace
 from spoolhouse.backends.redis.scripts import NAMES, source
-from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout
+from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from spoolhouse.job import Job, JobState, new_job_id
 
 # The same rules as tests/conftest.py (importing it as ``conftest`` is ambiguous
@@ -341,6 +341,13 @@ def test_scripts_compile(rb: RedisBackend) -> None:
     client = rb._current().main
     for name in NAMES:
         assert client.script_load(source(name))
+    rb.counts()  # the first use reads the server version
+    version = str(client.info("server")["redis_version"])
+    assert rb._flags is (int(version.split(".")[0]) >= 7)
+    if rb._flags:
+        for name in NAMES:
+            assert client.script_load(source(name, flags=True))
+            assert source(name, flags=True).startswith("#!lua") is (name != "enqueue")
 
 
 def test_all_keys_of_a_spooler_share_one_cluster_slot(rb: RedisBackend) -> None:
@@ -552,6 +559,38 @@ def test_forbidden_config_command_warns(
         b.enqueue(make_job(), now=NOW)
     assert "noeviction" in caplog.text
     assert b.counts() == {"default": {"pending": 1}}
+    b.close()
+
+
+def test_a_full_redis_refuses_enqueues_but_lets_workers_drain(private_redis: Any) -> None:
+    server = private_redis("--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+    b = RedisBackend(server.url, prefix="full")
+    big = b"x" * 50_000
+    stored: list[Job] = []
+    refused: Job | None = None
+    for _ in range(200):
+        job = make_job(payload=big)
+        try:
+            stored.append(b.enqueue(job, now=NOW))
+        except StorageFull as exc:
+            assert "maxmemory" in str(exc)
+            refused = job
+            break
+    assert refused is not None, "Redis never filled up"
+    assert b.get(refused.id) is None
+    with pytest.raises(StorageFull):
+        b.enqueue_many([make_job(), make_job()], now=NOW)
+    assert b.counts() == {"default": {"pending": len(stored)}}
+    if not b._flags:
+        pytest.skip("workers drain a full Redis only with Redis 7 script flags")
+    # workers still claim, finish and prune, which frees memory for new jobs
+    claimed = b.claim(["default"], worker_id="w", now=NOW, lease=30, limit=len(stored))
+    assert len(claimed) == len(stored)
+    for job in claimed:
+        assert job.lease is not None
+        assert b.complete(job.id, job.lease, now=NOW, result=None, expires_at=NOW)
+    assert b.prune(now=NOW, limit=10_000) == len(stored)
+    assert b.enqueue(refused, now=NOW).id == refused.id
     b.close()
 
 

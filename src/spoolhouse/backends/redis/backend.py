@@ -117,7 +117,8 @@ class _Clients:
     main: redis.Redis
     producer: redis.Redis
     blocking: redis.Redis
-    scripts: Scripts
+    flagged: Scripts  # for Redis 7 and later
+    legacy: Scripts  # for older servers
 
 
 class RedisBackend:
@@ -162,6 +163,7 @@ class RedisBackend:
         self._lock = threading.Lock()
         self._clients: _Clients | None = None
         self._checked = False
+        self._flags = False
         self._offset: float | None = None
         self._offset_at = 0.0
 
@@ -198,7 +200,14 @@ class RedisBackend:
         blocking = redis.Redis(
             connection_pool=self._pool(MAX_BLOCK + default, connect, self.wait_client_name)
         )
-        return _Clients(os.getpid(), main, producer, blocking, Scripts.register(main))
+        return _Clients(
+            os.getpid(),
+            main,
+            producer,
+            blocking,
+            flagged=Scripts.register(main, flags=True),
+            legacy=Scripts.register(main, flags=False),
+        )
 
     def _current(self) -> _Clients:
         clients = self._clients
@@ -242,18 +251,29 @@ class RedisBackend:
                 f"cannot reach Redis at {self.url} for {what} ({exc}); nothing was changed. "
                 "Check that the server is running and the URL is right"
             ) from exc
+        except redis.exceptions.NoPermissionError as exc:
+            raise ConfigurationError(
+                f"the Redis user of {self.url} may not run {what} ({exc}); grant it the "
+                f"keys {self.keys.pattern} and the commands EVALSHA, SCRIPT LOAD, BLPOP, "
+                "HGETALL, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, TIME (and CONFIG GET)"
+            ) from exc
         except redis.exceptions.ResponseError as exc:
             message = str(exc)
-            if message.startswith("OOM"):
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or message.startswith("OOM"):
                 raise StorageFull(
                     f"Redis at {self.url} is out of memory ({message}); nothing was stored. "
                     "Raise maxmemory, or prune finished jobs"
                 ) from exc
-            if message.startswith(_UNAVAILABLE_REPLIES):
+            if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
+                _UNAVAILABLE_REPLIES
+            ):
                 raise error(
                     f"Redis at {self.url} refused {what} ({message}); nothing was changed"
                 ) from exc
             raise
+
+    def _scripts(self, clients: _Clients) -> Scripts:
+        return clients.flagged if self._flags else clients.legacy
 
     # -- server check -----------------------------------------------------------
     def check_server(self) -> None:
@@ -273,26 +293,35 @@ class RedisBackend:
         error: type[BackendUnavailable],
         timeout: float | None = None,
     ) -> None:
-        if not self.check_eviction:
-            self._checked = True
-            return
-        try:
-            with self._errors("CONFIG GET", error, timeout):
-                reply = client.config_get("maxmemory-policy")
-        except redis.exceptions.ResponseError as exc:
+        """First-use check: the server version (script flags) and the eviction policy."""
+        with self._errors("the server check", error, timeout):
+            pipe = client.pipeline(transaction=False)
+            pipe.info("server")
+            if self.check_eviction:
+                pipe.config_get("maxmemory-policy")
+            replies = pipe.execute(raise_on_error=False)
+        info = replies[0]
+        version = str(info.get("redis_version", "")) if isinstance(info, dict) else ""
+        major = version.split(".", 1)[0]
+        # Script flags (shebang) need Redis 7; without them scripts run in the old mode.
+        self._flags = major.isdigit() and int(major) >= 7
+        if self.check_eviction:
+            self._check_policy(replies[1])
+        self._checked = True
+
+    def _check_policy(self, reply: Any) -> None:
+        if isinstance(reply, Exception):
             log.warning(
                 "cannot read maxmemory-policy from Redis at %s (%s); make sure it is "
                 "'noeviction', or an evicted job is a lost job",
                 self.url,
-                exc,
+                reply,
             )
-            self._checked = True
             return
         policy = ""
         for name, value in cast(dict[Any, Any], reply).items():
-            text = name.decode() if isinstance(name, bytes) else str(name)
-            if text == "maxmemory-policy":
-                policy = value.decode() if isinstance(value, bytes) else str(value)
+            if _text(name) == "maxmemory-policy":
+                policy = _text(value)
         if policy.startswith("allkeys-"):
             raise ConfigurationError(
                 f"Redis at {self.url} has maxmemory-policy {policy!r}: when memory runs out it "
@@ -307,13 +336,17 @@ class RedisBackend:
                 self.url,
                 policy,
             )
-        self._checked = True
+        elif not policy:
+            log.warning(
+                "Redis at %s did not report its maxmemory-policy; make sure it is 'noeviction'",
+                self.url,
+            )
 
     # -- helpers ----------------------------------------------------------------
     def _run(self, name: str, args: Sequence[Any]) -> Any:
         """Run the script ``name`` on the main connection."""
         clients = self._ready()
-        script = getattr(clients.scripts, name)
+        script = getattr(self._scripts(clients), name)
         with self._errors(name):
             return script(keys=self.keys.fixed, args=[self.keys.root, *args], client=clients.main)
 
@@ -347,7 +380,7 @@ class RedisBackend:
             # client stops waiting: a timed-out enqueue never lands later (a stalled
             # server that resumes would otherwise store a job the caller saw fail).
             deadline = time.time() + offset + bound
-            reply = clients.scripts.enqueue(
+            reply = self._scripts(clients).enqueue(
                 keys=self.keys.fixed,
                 args=[self.keys.root, float_text(now), float_text(deadline), *args],
                 client=clients.producer,

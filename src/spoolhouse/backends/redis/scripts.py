@@ -2,7 +2,8 @@
 
 Each script in ``lua/`` opens with a header naming its KEYS and ARGV and the
 invariants it keeps. What is sent to Redis is the generated key prelude
-(:func:`.keys.lua_prelude`), then ``lua/_lib.lua``, then the script itself.
+(:func:`.keys.lua_prelude`), then ``lua/_lib.lua``, then the script itself; on
+Redis 7 and later a shebang line first gives the flags (see :data:`ALLOW_OOM`).
 redis-py's ``register_script`` runs them with EVALSHA and loads them on a
 ``NOSCRIPT`` reply (after a Redis restart, for example).
 """
@@ -38,10 +39,21 @@ def _read(name: str) -> str:
     return resources.files(__package__).joinpath("lua", name).read_text(encoding="utf-8")
 
 
+#: Scripts that may run when Redis is over ``maxmemory`` (Redis 7 script flags): every one
+#: but enqueue, so that workers can still claim, finish and prune (which frees memory)
+#: while new jobs are refused with ``StorageFull``.
+ALLOW_OOM = frozenset(NAMES) - {"enqueue"}
+
+
 @cache
-def source(name: str) -> str:
-    """The full text sent to Redis for the script ``name``."""
-    return lua_prelude() + _read("_lib.lua") + f"-- {name}.lua\n" + _read(f"{name}.lua")
+def source(name: str, flags: bool = False) -> str:
+    """The full text sent to Redis for the script ``name``.
+
+    With ``flags`` (Redis 7 and later), a shebang line declares the script's flags.
+    """
+    shebang = "#!lua flags=allow-oom\n" if flags and name in ALLOW_OOM else ""
+    body = lua_prelude() + _read("_lib.lua") + f"-- {name}.lua\n" + _read(f"{name}.lua")
+    return shebang + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +76,6 @@ class Scripts:
     purge: Any
 
     @classmethod
-    def register(cls, client: Any) -> Scripts:
-        return cls(**{name: client.register_script(source(name)) for name in NAMES})
+    def register(cls, client: Any, flags: bool) -> Scripts:
+        """The scripts, with Redis 7 flags or without (older servers reject a shebang)."""
+        return cls(**{name: client.register_script(source(name, flags)) for name in NAMES})

@@ -242,6 +242,7 @@ class SQLiteBackend:
         self._local = _Local()
         self._schema_ready_pid = 0
         self._schema_lock = threading.Lock()
+        self._schema_lock_pid = os.getpid()
         self._wake = WakeChannel(wake_dir_for(self.path, wake_dir))
 
     def __repr__(self) -> str:
@@ -304,6 +305,10 @@ class SQLiteBackend:
         pid = os.getpid()
         if self._schema_ready_pid == pid:
             return
+        if self._schema_lock_pid != pid:
+            # a lock held by another thread at fork() would never be released here
+            self._schema_lock = threading.Lock()
+            self._schema_lock_pid = pid
         with self._schema_lock:
             if self._schema_ready_pid == pid:
                 return

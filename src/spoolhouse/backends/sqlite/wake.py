@@ -144,7 +144,7 @@ class WakeChannel:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self._lock = threading.Lock()
+        self._lock_pair = (os.getpid(), threading.Lock())
         self._local = _ThreadState()
         self._names: list[str] = []
         self._listing_mtime: int | None = None
@@ -153,6 +153,15 @@ class WakeChannel:
         self._sender_pid = 0
         self._usable: bool | None = None
         self._usable_pid = 0
+
+    @property
+    def _lock(self) -> threading.Lock:
+        # A lock held by another thread at fork() would stay held in the child.
+        pid, lock = self._lock_pair
+        if pid != os.getpid():
+            lock = threading.Lock()
+            self._lock_pair = (os.getpid(), lock)
+        return lock
 
     # -- setup -------------------------------------------------------------------
     @property

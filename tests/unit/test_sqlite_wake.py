@@ -255,3 +255,56 @@ def test_a_forked_child_binds_its_own_socket(wake_root: str) -> None:
     assert os.listdir(channel.directory) == [parents]
     assert channel.notify("q") == 1
     channel.close()
+
+
+def test_transitions_that_add_work_wake_waiters(tmp_path: Path, wake_root: str) -> None:
+    path = tmp_path / "spool.db"
+    backend = SQLiteBackend(f"sqlite:///{path}", wake_dir=wake_root)
+    # stands in for a worker in another process: same directory, own socket
+    waiter = WakeChannel(wake_dir_for(str(path), wake_root))
+    assert waiter.listen() is True
+
+    def woke() -> bool:
+        # a datagram is in the socket as soon as sendto() returns: no waiting needed
+        return waiter.wait(["default"], 0)
+
+    def job(**fields: Any) -> Job:
+        return Job(id=new_job_id(NOW), task="t", queue="default", payload=b"x", **fields)
+
+    try:
+        backend.enqueue(job(max_attempts=9), now=NOW)
+        assert woke()
+        assert not woke()
+        [a] = backend.claim(["default"], worker_id="w", now=NOW, lease=30)
+        assert not woke()  # claiming adds no work
+        assert a.lease is not None
+        assert backend.extend_leases({a.id: a.lease}, now=NOW, lease=30)
+        assert not woke()
+        assert backend.retry(a.id, a.lease, now=NOW, run_at=NOW + 60, error="{}")
+        assert woke()  # a future run_at too: waiters recompute their next_due
+        [a] = backend.claim(["default"], worker_id="w", now=NOW + 60, lease=30)
+        assert a.lease is not None
+        assert backend.release(a.id, a.lease, now=NOW + 60)
+        assert woke()
+        [a] = backend.claim(["default"], worker_id="w", now=NOW + 60, lease=30)
+        assert a.lease is not None
+        assert backend.rescue(a.id, a.lease, now=NOW + 60, max_lost=9, error="{}") is not None
+        assert woke()
+        [a] = backend.claim(["default"], worker_id="w", now=NOW + 60, lease=30)
+        assert backend.rescue_expired(now=NOW + 100, max_lost=9, error="{}") != []
+        assert woke()
+        [a] = backend.claim(["default"], worker_id="w", now=NOW + 100, lease=30)
+        assert a.lease is not None
+        assert backend.fail(a.id, a.lease, now=NOW + 100, error="{}", expires_at=None)
+        assert not woke()  # a final state adds no work
+        assert backend.requeue(a.id, now=NOW + 100)
+        assert woke()
+        backend.enqueue_many([job(), job()], now=NOW)
+        assert woke()
+        keyed = backend.enqueue(job(key="k"), now=NOW)
+        assert woke()
+        assert backend.enqueue(job(key="k"), now=NOW).id == keyed.id
+        assert not woke()  # nothing was stored
+    finally:
+        waiter.close()
+        backend.close()

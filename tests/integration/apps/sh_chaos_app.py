@@ -83,6 +83,14 @@ def make_spooler(db: str, ledger_path: str, ctl: str) -> Spooler:
         started()
         os._exit(137)
 
+    @sp.task(name="segfault", retries=3)
+    def segfault(i: int) -> None:
+        """The poison pill, native flavour: dereferences NULL (SIGSEGV)."""
+        started()
+        import ctypes
+
+        ctypes.string_at(0)
+
     @sp.task(name="flaky_until_fixed", retries=4, backoff=1.0, backoff_factor=2.0, jitter=0.2)
     def flaky_until_fixed(i: int) -> str:
         """Raises until the control file ``fixed`` exists."""

@@ -56,7 +56,7 @@ import json
 import math
 import pickle
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
@@ -76,6 +76,7 @@ __all__ = [
 #: Version of the JSON payload layout written by this module.
 FORMAT_VERSION = 1
 
+_ZERO = timedelta(0)
 _INT_MIN = -(2**63)
 _INT_MAX = 2**63 - 1
 
@@ -360,10 +361,42 @@ def _expect(inner: Any, cls: type, tag: str) -> Any:
     return inner
 
 
+def _subsecond_offset(text: str) -> timezone | None:
+    """The offset of ``text`` if it has a fraction of a second (``+00:00:00.000001``).
+
+    CPython 3.11 ``fromisoformat`` reads such an offset as UTC when its whole
+    seconds are zero, so it is parsed here instead.
+    """
+    sign_at = max(text.rfind("+"), text.rfind("-"))
+    offset = text[sign_at + 1 :]
+    if sign_at < 0 or "." not in offset or offset.count(":") != 2:
+        return None
+    hours, minutes, rest = offset.split(":")
+    seconds, fraction = rest.split(".")
+    delta = timedelta(
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds),
+        microseconds=int(fraction.ljust(6, "0")),
+    )
+    return timezone(-delta if text[sign_at] == "-" else delta)
+
+
 def _dec_datetime(inner: Any) -> datetime:
-    value = datetime.fromisoformat(_expect(inner, str, "$dt"))
+    text = _expect(inner, str, "$dt")
+    value = datetime.fromisoformat(text)
     if value.utcoffset() is None:
         raise _Corrupt("a $dt without a UTC offset")
+    if value.utcoffset() == _ZERO and (tz := _subsecond_offset(text)) is not None:
+        value = value.replace(tzinfo=tz)
+    return value
+
+
+def _dec_time(inner: Any) -> time:
+    text = _expect(inner, str, "$time")
+    value = time.fromisoformat(text)
+    if value.utcoffset() == _ZERO and (tz := _subsecond_offset(text)) is not None:
+        value = value.replace(tzinfo=tz)
     return value
 
 
@@ -393,7 +426,7 @@ def _dec_map(inner: Any) -> dict[Any, Any]:
 _TAGS: dict[str, Callable[[Any], Any]] = {
     "$dt": _dec_datetime,
     "$date": lambda inner: date.fromisoformat(_expect(inner, str, "$date")),
-    "$time": lambda inner: time.fromisoformat(_expect(inner, str, "$time")),
+    "$time": _dec_time,
     "$td": _dec_timedelta,
     "$uuid": lambda inner: UUID(_expect(inner, str, "$uuid")),
     "$dec": _dec_decimal,

@@ -89,9 +89,9 @@ def mask_url(url: str) -> str:
             netloc = f"{user}:***@{hostport}"
     query = parts.query
     if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(name == "password" for name, _ in pairs):
-            masked = [(n, "***" if n == "password" else v) for n, v in pairs]
+        items = parse_qsl(query, keep_blank_values=True)
+        if any(name == "password" for name, _ in items):
+            masked = [(n, "***" if n == "password" else v) for n, v in items]
             query = urlencode(masked, safe="*/", quote_via=quote)
     # built by hand: urlunsplit drops the empty authority of unix:///path
     shown = f"{parts.scheme}://{netloc}{parts.path}"
@@ -238,17 +238,25 @@ class RedisBackend:
         ``error`` is raised when Redis is unreachable, slow or refuses writes
         (``EnqueueTimeout`` for producers); ``StorageFull`` when it is out of memory.
         """
+        # An enqueue that fails stored nothing (its script is fenced by a deadline); for
+        # other operations a lost reply leaves the outcome unknown, which leases and
+        # fencing tokens make safe.
+        outcome = (
+            "nothing was stored"
+            if issubclass(error, EnqueueTimeout)
+            else "it may or may not have been applied"
+        )
         try:
             yield
         except redis.exceptions.TimeoutError as exc:
             bound = self._timeout if timeout is None else timeout
             raise error(
-                f"Redis at {self.url} did not answer {what} within {bound:g} s; nothing was "
-                "changed. Check that the server is up and not paused, or raise the timeout"
+                f"Redis at {self.url} did not answer {what} within {bound:g} s; {outcome}. "
+                "Check that the server is up and not paused, or raise the timeout"
             ) from exc
         except redis.exceptions.ConnectionError as exc:
             raise error(
-                f"cannot reach Redis at {self.url} for {what} ({exc}); nothing was changed. "
+                f"cannot reach Redis at {self.url} for {what} ({exc}); {outcome}. "
                 "Check that the server is running and the URL is right"
             ) from exc
         except redis.exceptions.NoPermissionError as exc:
@@ -267,9 +275,7 @@ class RedisBackend:
             if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
                 _UNAVAILABLE_REPLIES
             ):
-                raise error(
-                    f"Redis at {self.url} refused {what} ({message}); nothing was changed"
-                ) from exc
+                raise error(f"Redis at {self.url} refused {what} ({message})") from exc
             raise
 
     def _scripts(self, clients: _Clients) -> Scripts:
@@ -372,10 +378,18 @@ class RedisBackend:
             args += [job.id, len(fields), *fields]
         clients = self._current()
         bound = self.enqueue_timeout
+        started = time.monotonic()
         if not self._checked:
             self._check(clients.producer, EnqueueTimeout, bound)
         with self._errors("the enqueue", EnqueueTimeout, bound):
             offset = self._server_offset(clients.producer)
+        if time.monotonic() - started >= bound:
+            # the one-time preliminaries (check, clock offset) used up the budget
+            raise EnqueueTimeout(
+                f"Redis at {self.url} answered too slowly to enqueue within {bound:g} s; "
+                "nothing was stored"
+            )
+        with self._errors("the enqueue", EnqueueTimeout, bound):
             # The script refuses to run once the server's clock passes the moment this
             # client stops waiting: a timed-out enqueue never lands later (a stalled
             # server that resumes would otherwise store a job the caller saw fail).

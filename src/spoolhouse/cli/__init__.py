@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-
 import sys
 
 
@@ -34,10 +33,10 @@ def configure_logging(level: int, fmt: str = "text") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+            logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
         )
     logger = logging.getLogger("spoolhouse")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    
+

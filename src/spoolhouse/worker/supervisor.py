@@ -16,6 +16,7 @@ thread crosses a ``fork()``; each child imports the app again from ``app_ref``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -357,11 +358,8 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
     send_lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
-        with send_lock:
-            try:
-                conn.send(message)
-            except (OSError, ValueError):
-                pass
+        with send_lock, contextlib.suppress(OSError, ValueError):
+            conn.send(message)
 
     worker = Worker(
         spooler,
@@ -381,10 +379,8 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
     try:
         worker.run(burst=config.burst, shutdown_timeout=config.shutdown_timeout)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             spooler.close()
-        except Exception:
-            pass
         conn.close()
         logging.shutdown()
     # running threads of a cold stop must not keep the process alive

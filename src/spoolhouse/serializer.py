@@ -13,20 +13,23 @@ guessed at. Plain JSON values (``None``, ``bool``, ``int``, ``float``, ``str``,
 supported types are stored as *tags*, a JSON object with exactly one key that
 starts with ``$``:
 
-==================  ===========================================================
-``{"$dt": s}``      aware :class:`~datetime.datetime`, ISO 8601 with its UTC offset
-``{"$date": s}``    :class:`~datetime.date`, ISO 8601
-``{"$time": s}``    :class:`~datetime.time`, ISO 8601, with the offset if it has one
-``{"$td": [d,s,us]}``  :class:`~datetime.timedelta` as days, seconds, microseconds
-``{"$uuid": s}``    :class:`~uuid.UUID`, canonical hex form
-``{"$dec": s}``     :class:`~decimal.Decimal`, ``str(d)`` (keeps exponent, NaN, Infinity)
-``{"$b64": s}``     :class:`bytes`, standard base64
-``{"$tuple": [..]}``  :class:`tuple`
-``{"$set": [..]}``  :class:`set`, elements sorted by their encoding so output is stable
-``{"$fset": [..]}`` :class:`frozenset`, likewise
-``{"$map": [[k,v],..]}``  a ``dict`` with any key that is not a ``str`` (keys keep their type)
-``{"$esc": {..}}``  a user ``dict`` with one ``$``-key, which would otherwise read as a tag
-==================  ===========================================================
+.. code-block:: text
+
+    {"$dt": "2024-05-01T09:30:00+02:00"}  aware datetime, ISO 8601 with its UTC offset
+    {"$date": "2024-05-01"}               date
+    {"$time": "09:30:00+02:00"}           time, with the offset if it has one
+    {"$td": [days, seconds, micros]}      timedelta
+    {"$uuid": "1b4e28ba-..."}             UUID
+    {"$dec": "1.10"}                      Decimal as str(d): keeps exponent, NaN, Infinity
+    {"$b64": "AP8="}                      bytes, standard base64
+    {"$tuple": [...]}                     tuple
+    {"$set": [...]}, {"$fset": [...]}     set, frozenset; elements sorted by their
+                                          encoding, so the output does not depend on
+                                          PYTHONHASHSEED
+    {"$map": [[key, value], ...]}         dict with any key that is not a str; the keys
+                                          keep their type (int, tuple, date...)
+    {"$esc": {...}}                       a user dict whose only key starts with "$",
+                                          which would otherwise read as a tag
 
 A JSON object with more than one key, or whose only key does not start with
 ``$``, is always a plain dict. Decoding only ever builds the types above; an

@@ -81,6 +81,15 @@ def _unlink_bound_at_exit() -> None:
 atexit.register(_unlink_bound_at_exit)
 
 
+def _reset_lock_in_child() -> None:
+    global _BOUND_LOCK
+    _BOUND_LOCK = threading.Lock()  # another thread may have held it at fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
 class _Listener:
     """One thread's bound receiving socket."""
 
@@ -131,8 +140,11 @@ class _Listener:
 
     def __del__(self) -> None:
         # A thread that exits drops its threading.local; do not leave the file behind.
-        with contextlib.suppress(Exception):
+        # (No contextlib here: module globals may already be gone at interpreter exit.)
+        try:  # noqa: SIM105 - see above
             self.close()
+        except Exception:
+            pass
 
 
 class _ThreadState(threading.local):

@@ -92,7 +92,8 @@ def test_a_waiter_in_another_process_wakes_at_once(wake_root: str) -> None:
     assert woken is True
     # CLOCK_MONOTONIC is shared by all processes of the machine
     assert woke_at - sent_at < 1.0, f"woke {woke_at - sent_at:.3f}s after the notify"
-    assert os.listdir(directory) == []  # the waiter removed its socket on close
+    # the waiter removed its socket, and with it the directory it left empty
+    assert not os.path.exists(directory)
 
 
 def test_enqueue_in_one_process_wakes_a_worker_in_another(tmp_path: Path, wake_root: str) -> None:
@@ -175,12 +176,13 @@ def test_the_first_wait_arms_and_returns_at_once(wake_root: str) -> None:
     assert channel.wait(["q"], 0.2) is False
     assert time.monotonic() - started >= 0.19
     channel.close()
-    assert os.listdir(channel.directory) == []
+    assert not os.path.exists(channel.directory)
 
 
 def test_sockets_of_dead_processes_are_removed(wake_root: str) -> None:
     channel = WakeChannel(os.path.join(wake_root, "db"))
-    assert channel.enabled
+    assert channel.notify("q") == 0  # no directory yet: nobody ever waited
+    os.mkdir(channel.directory, 0o700)
     dead = os.path.join(channel.directory, "99999-deadbeef.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(dead)
@@ -199,8 +201,12 @@ def test_wake_directory_is_private_and_per_database(wake_root: str) -> None:
     assert len(os.path.basename(a)) == 16
     channel = WakeChannel(a)
     assert channel.enabled
+    assert not os.path.exists(a)  # senders create nothing
+    assert channel.notify("q") == 0
+    assert channel.listen() is True
     assert stat.S_IMODE(os.stat(a).st_mode) == 0o700
     assert default_wake_root().endswith(f"spoolhouse-{os.getuid()}")
+    channel.close()
 
 
 def test_a_too_long_path_disables_wake_ups_but_wait_still_times_out(wake_root: str) -> None:
@@ -217,9 +223,20 @@ def test_a_directory_owned_by_someone_else_is_not_used(wake_root: str) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to create a directory owned by another user")
     directory = os.path.join(wake_root, "theirs")
-    os.mkdir(directory, 0o700)
+    os.mkdir(directory, 0o777)
     os.chown(directory, 65534, 65534)
-    assert WakeChannel(directory).enabled is False
+    planted = os.path.join(directory, "1-planted.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(planted)
+    try:
+        channel = WakeChannel(directory)
+        assert channel.listen() is False  # no socket of ours in someone else's directory
+        assert channel.notify("q") == 0  # and nothing sent into it
+        started = time.monotonic()
+        assert channel.wait(["q"], 0.1) is False  # waiting falls back to the timeout
+        assert time.monotonic() - started >= 0.09
+    finally:
+        sock.close()
 
 
 def test_a_vanished_socket_file_is_bound_again(wake_root: str) -> None:

@@ -53,8 +53,7 @@ _SUFFIX = ".sock"
 
 def default_wake_root() -> str:
     """``<tmp>/spoolhouse-<uid>``: the per-user parent of every database's wake directory."""
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return os.path.join(tempfile.gettempdir(), f"spoolhouse-{uid}")
+    return os.path.join(tempfile.gettempdir(), f"spoolhouse-{_uid()}")
 
 
 def wake_dir_for(db_path: str, root: str | None = None) -> str:
@@ -88,6 +87,15 @@ def _reset_lock_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
+def _uid() -> int:
+    return os.getuid() if hasattr(os, "getuid") else 0
+
+
+def _owned_directory(path: str) -> bool:
+    info = os.lstat(path)
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == _uid()
 
 
 class _Listener:
@@ -133,6 +141,9 @@ class _Listener:
         if self.pid == os.getpid():
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+            # the last waiter leaves no empty directory behind (fails if others remain)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.path))
             with _BOUND_LOCK:
                 _BOUND.pop(self.path, None)
         with contextlib.suppress(OSError):
@@ -164,7 +175,6 @@ class WakeChannel:
         self._sender: socket.socket | None = None
         self._sender_pid = 0
         self._usable: bool | None = None
-        self._usable_pid = 0
 
     @property
     def _lock(self) -> threading.Lock:
@@ -178,14 +188,12 @@ class WakeChannel:
     # -- setup -------------------------------------------------------------------
     @property
     def enabled(self) -> bool:
-        """Whether wake-ups work here (Unix sockets, a private directory, a short path)."""
-        pid = os.getpid()
-        if self._usable is None or self._usable_pid != pid:
-            self._usable = self._prepare()
-            self._usable_pid = pid
+        """Whether wake-ups can work here: Unix sockets, ``poll``, and a short enough path."""
+        if self._usable is None:
+            self._usable = self._supported()
         return self._usable
 
-    def _prepare(self) -> bool:
+    def _supported(self) -> bool:
         if not hasattr(socket, "AF_UNIX") or not hasattr(select, "poll"):
             return False
         longest = os.path.join(self.directory, f"{2**32}-{'f' * 8}{_SUFFIX}")
@@ -197,18 +205,22 @@ class WakeChannel:
                 MAX_SOCKET_PATH,
             )
             return False
+        return True
+
+    def _make_directories(self) -> bool:
+        """Create the per-user root and this database's directory, private to this user.
+
+        Only waiters create them; a sender with nobody to wake finds no directory.
+        """
         try:
             for path in (os.path.dirname(self.directory), self.directory):
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(path, 0o700)
-                info = os.lstat(path)
-                uid = os.getuid()
-                if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+                if not _owned_directory(path):
                     log.warning(
-                        "wake-ups disabled: %s is not a directory owned by uid %d; remove it "
-                        "or pass wake_dir= to the SQLite backend",
+                        "wake-ups disabled: %s is not a directory owned by this user; remove "
+                        "it or pass wake_dir= to the SQLite backend",
                         path,
-                        uid,
                     )
                     return False
         except OSError as exc:
@@ -231,9 +243,10 @@ class WakeChannel:
         try:
             with self._lock:
                 names = self._listing()
+                if not names:
+                    return 0
                 sender = self._sender_socket()
         except OSError:
-            self._usable = None  # the directory vanished: re-create it next time
             return 0
         delivered = 0
         stale = False
@@ -259,7 +272,13 @@ class WakeChannel:
         return delivered
 
     def _listing(self) -> list[str]:
-        info = os.stat(self.directory)
+        try:
+            info = os.lstat(self.directory)
+        except FileNotFoundError:
+            self._listing_mtime = None
+            return []  # no waiter has ever bound here, or the last one left
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != _uid():
+            return []  # not ours: send nothing into it
         now = time.monotonic()
         racy = time.time_ns() - info.st_mtime_ns < _RACY_NS
         if (
@@ -296,17 +315,24 @@ class WakeChannel:
                 return False
             self._local.listener = None
             listener.close()  # in a forked child this closes only the child's copy
-            self._usable = None  # re-create the directory if it was removed
         if not self.enabled:
             return False
-        try:
-            self._local.listener = _Listener(self.directory)
-        except OSError as exc:
-            log.warning(
-                "wake-ups unavailable in this thread: cannot bind in %s (%s)", self.directory, exc
-            )
-            return False
-        return True
+        for _ in range(3):
+            if not self._make_directories():
+                return False
+            try:
+                self._local.listener = _Listener(self.directory)
+            except FileNotFoundError:
+                continue  # the last waiter of another process removed the directory
+            except OSError as exc:
+                log.warning(
+                    "wake-ups unavailable in this thread: cannot bind in %s (%s)",
+                    self.directory,
+                    exc,
+                )
+                return False
+            return True
+        return False
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a wake-up for one of ``queues``.

@@ -170,23 +170,40 @@ def test_unique_key_returns_the_running_job(backend: Backend) -> None:
     assert backend.counts() == {"default": {"running": 1}}
 
 
-@pytest.mark.parametrize("final", ["succeeded", "failed", "cancelled"])
-def test_unique_key_is_free_once_the_job_is_final(backend: Backend, final: str) -> None:
+@pytest.mark.parametrize("final", ["failed", "cancelled"])
+def test_unique_key_is_free_once_the_job_failed_or_was_cancelled(backend: Backend, final: str) -> None:
     if final == "cancelled":
         first = put(backend, key="k1")
         assert backend.cancel(first.id, now=NOW) is CancelResult.CANCELLED
     else:
         first = running(backend, key="k1")
         assert first.lease is not None
-        if final == "succeeded":
-            assert backend.complete(first.id, first.lease, now=NOW, result=None, expires_at=None)
-        else:
-            assert backend.fail(first.id, first.lease, now=NOW, error=ERROR, expires_at=None)
+        assert backend.fail(first.id, first.lease, now=NOW, error=ERROR, expires_at=None)
     second = make_job(key="k1")
     got = backend.enqueue(second, now=NOW)
     assert got.id == second.id
     assert must_get(backend, first.id).state == final
     assert must_get(backend, second.id).state is JobState.PENDING
+
+
+def test_succeeded_job_holds_its_key_until_it_expires(backend: Backend) -> None:
+    first = running(backend, key="k1")
+    assert first.lease is not None
+    assert backend.complete(first.id, first.lease, now=NOW, result=None, expires_at=NOW + 100)
+    # an enqueue retried after an ambiguous failure finds the finished job
+    assert backend.enqueue(make_job(key="k1"), now=NOW + 99).id == first.id
+    assert backend.enqueue_many([make_job(key="k1")], now=NOW + 99)[0].id == first.id
+    # once its expiry passed, the key is free even before prune removed the row
+    second = make_job(key="k1")
+    assert backend.enqueue(second, now=NOW + 100).id == second.id
+    assert must_get(backend, first.id).state is JobState.SUCCEEDED
+
+
+def test_succeeded_job_without_expiry_holds_its_key(backend: Backend) -> None:
+    first = running(backend, key="k1")
+    assert first.lease is not None
+    assert backend.complete(first.id, first.lease, now=NOW, result=None, expires_at=None)
+    assert backend.enqueue(make_job(key="k1"), now=NOW + 10**6).id == first.id
 
 
 def test_different_keys_and_no_key_do_not_collide(backend: Backend) -> None:

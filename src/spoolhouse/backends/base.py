@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..job import Job
@@ -42,6 +43,21 @@ class CancelResult(enum.StrEnum):
     NOOP = "noop"  # already final, or no such job
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskLimit:
+    """Limits on one task, enforced by :meth:`Backend.claim` across every worker.
+
+    ``concurrency``: at most this many jobs of the task running at once.
+    ``rate`` per ``per`` seconds: at most this many jobs of the task whose latest
+    attempt started within the last ``per`` seconds (a job retried within the
+    window counts once).
+    """
+
+    concurrency: int | None = None
+    rate: int | None = None
+    per: float = 1.0
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Storage for jobs. Implementations: memory, sqlite, redis."""
@@ -54,9 +70,12 @@ class Backend(Protocol):
         """Store ``job`` durably and return the stored record.
 
         Precondition: ``job.state`` is pending, ``job.attempt`` is 0.
-        When ``job.key`` is set and a live (pending or running) job has the
-        same key, nothing is stored and that existing job is returned; callers
-        compare ids to tell. Returns only after the write is durable, and
+        When ``job.key`` is set and a job with the same key is live (pending
+        or running) or succeeded and not yet expired (``expires_at`` is None
+        or later than ``now``), nothing is stored and that existing job is
+        returned; callers compare ids to tell. Failed and cancelled jobs do
+        not hold their key. Enqueueing an id that is already stored changes
+        nothing and returns the stored job (a producer may retry safely). Returns only after the write is durable, and
         wakes idle workers of ``job.queue``.
         """
         ...
@@ -71,13 +90,23 @@ class Backend(Protocol):
 
     # -- worker -----------------------------------------------------------------
     def claim(
-        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+        self,
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        limits: Mapping[str, TaskLimit] | None = None,
     ) -> list[Job]:
         """Atomically move up to ``limit`` due jobs to running and return them.
 
         Due: pending with ``run_at <= now``. Queues are served in the order
         given (a job of ``queues[0]`` before any of ``queues[1]``); within a
         queue, higher ``priority`` first, then older ``run_at``, then id.
+        ``limits`` maps task names to :class:`TaskLimit`: jobs of a task at its
+        limit are skipped (they wait; later jobs of other tasks are claimed),
+        and one claim never takes more than the task's remaining allowance.
         Each claimed job gets ``attempt + 1``, ``started_at = now``,
         ``worker_id``, a fresh lease token and ``lease_expires_at = now + lease``.
         A job is never claimed by two callers.
@@ -136,6 +165,15 @@ class Backend(Protocol):
         """running → failed (dead letter) with ``error``. ``False`` when ``token`` is not current."""
         ...
 
+    def abort(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        """running → cancelled: the task stopped because cancellation was requested.
+
+        ``False`` when ``token`` is not current.
+        """
+        ...
+
     def release(self, job_id: str, token: str, *, now: float) -> bool:
         """running → pending, due now, attempt given back: the worker stopped before finishing.
 
@@ -145,18 +183,27 @@ class Backend(Protocol):
         ...
 
     def rescue(
-        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+        self,
+        job_id: str,
+        token: str,
+        *,
+        now: float,
+        max_lost: int,
+        error: str,
+        expires_at: float | None = None,
     ) -> Job | None:
         """The worker holding ``token`` died: running → pending, or → failed.
 
-        ``lost`` is incremented; the job fails (reason in ``error``) when
-        ``attempt >= max_attempts`` or ``lost >= max_lost``, else it is pending
-        and due now. Returns the new record, or ``None`` when ``token`` is not
-        current.
+        ``lost`` is incremented; the job fails (reason in ``error``, pruned
+        after ``expires_at``) when ``attempt >= max_attempts`` or
+        ``lost >= max_lost``, else it is pending and due now. Returns the new
+        record, or ``None`` when ``token`` is not current.
         """
         ...
 
-    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+    def rescue_expired(
+        self, *, now: float, max_lost: int, error: str, expires_at: float | None = None
+    ) -> list[Job]:
         """Apply :meth:`rescue` to every running job whose lease expired before ``now``."""
         ...
 
@@ -169,6 +216,23 @@ class Backend(Protocol):
 
         May return early spuriously; callers re-check with :meth:`claim`.
         """
+        ...
+
+    # -- periodic tasks -----------------------------------------------------------
+    def schedule_tick(self, name: str, tick: float, job: Job, *, now: float) -> Job | None:
+        """Enqueue ``job`` as the run of schedule ``name`` for ``tick``, at most once.
+
+        Atomically: when no tick is recorded for ``name``, or ``tick`` is later
+        than the recorded one, or the recorded one is later than ``now`` (the
+        clock was set back), record ``tick`` and enqueue ``job`` (with the
+        rules of :meth:`enqueue`), returning the stored job. Otherwise change
+        nothing and return ``None``. Many schedulers may call this for the
+        same tick; exactly one enqueues.
+        """
+        ...
+
+    def schedule_ticks(self) -> dict[str, float]:
+        """The last recorded tick of every schedule."""
         ...
 
     # -- operator ---------------------------------------------------------------

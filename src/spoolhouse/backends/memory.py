@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from ..job import FINAL_STATES, LIVE_STATES, Job, JobState
-from .base import CancelResult, LeaseState
+from .base import CancelResult, LeaseState, TaskLimit
 
 
 def new_token() -> str:
@@ -27,6 +27,7 @@ class MemoryBackend:
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._jobs: dict[str, Job] = {}
+        self._ticks: dict[str, float] = {}
         self._lock = threading.Condition()
 
     # -- helpers -----------------------------------------------------------------
@@ -36,15 +37,29 @@ class MemoryBackend:
                 return job
         return None
 
+    def _holding_key(self, key: str, now: float) -> Job | None:
+        """The job that holds ``key``: live, or succeeded and not yet expired."""
+        for job in self._jobs.values():
+            if job.key != key:
+                continue
+            if job.state in LIVE_STATES:
+                return job
+            if job.state is JobState.SUCCEEDED and (job.expires_at is None or job.expires_at > now):
+                return job
+        return None
+
     def _held(self, job_id: str, token: str) -> Job | None:
         job = self._jobs.get(job_id)
         if job is None or job.state is not JobState.RUNNING or job.lease != token:
             return None
         return job
 
-    def _put_locked(self, job: Job) -> Job:
+    def _put_locked(self, job: Job, now: float) -> Job:
+        already = self._jobs.get(job.id)
+        if already is not None:
+            return already
         if job.key is not None:
-            existing = self._live_with_key(job.key)
+            existing = self._holding_key(job.key, now)
             if existing is not None:
                 return existing
         self._jobs[job.id] = job
@@ -53,32 +68,70 @@ class MemoryBackend:
     # -- producer ----------------------------------------------------------------
     def enqueue(self, job: Job, *, now: float) -> Job:
         with self._lock:
-            stored = self._put_locked(job)
+            stored = self._put_locked(job, now)
             self._lock.notify_all()
             return stored
 
     def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
         with self._lock:
-            stored = [self._put_locked(job) for job in jobs]
+            stored = [self._put_locked(job, now) for job in jobs]
             self._lock.notify_all()
             return stored
 
     # -- worker ------------------------------------------------------------------
+    def _allowance(self, limits: Mapping[str, TaskLimit], now: float) -> dict[str, int]:
+        """How many more jobs of each limited task may start now."""
+        allowance: dict[str, int] = {}
+        for task, rule in limits.items():
+            left = limit_max = 1 << 62
+            if rule.concurrency is not None:
+                running = sum(
+                    1 for j in self._jobs.values() if j.task == task and j.state is JobState.RUNNING
+                )
+                left = min(left, rule.concurrency - running)
+            if rule.rate is not None:
+                started = sum(
+                    1
+                    for j in self._jobs.values()
+                    if j.task == task and j.started_at is not None and j.started_at > now - rule.per
+                )
+                left = min(left, rule.rate - started)
+            if left < limit_max:
+                allowance[task] = max(left, 0)
+        return allowance
+
     def claim(
-        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+        self,
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        limits: Mapping[str, TaskLimit] | None = None,
     ) -> list[Job]:
         claimed: list[Job] = []
         with self._lock:
+            allowance = self._allowance(limits, now) if limits else {}
             for queue in queues:
                 if len(claimed) >= limit:
                     break
                 due = [
                     j
                     for j in self._jobs.values()
-                    if j.queue == queue and j.state is JobState.PENDING and j.run_at <= now
+                    if j.queue == queue
+                    and j.state is JobState.PENDING
+                    and j.run_at <= now
+                    and allowance.get(j.task, 1) > 0
                 ]
                 due.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-                for job in due[: limit - len(claimed)]:
+                for job in due:
+                    if len(claimed) >= limit:
+                        break
+                    if job.task in allowance:
+                        if allowance[job.task] <= 0:
+                            continue
+                        allowance[job.task] -= 1
                     running = job.replace(
                         state=JobState.RUNNING,
                         attempt=job.attempt + 1,
@@ -166,6 +219,23 @@ class MemoryBackend:
             )
             return True
 
+    def abort(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        with self._lock:
+            job = self._held(job_id, token)
+            if job is None:
+                return False
+            self._jobs[job_id] = job.replace(
+                state=JobState.CANCELLED,
+                error=error,
+                finished_at=now,
+                expires_at=expires_at,
+                lease=None,
+                lease_expires_at=None,
+            )
+            return True
+
     def release(self, job_id: str, token: str, *, now: float) -> bool:
         with self._lock:
             job = self._held(job_id, token)
@@ -182,7 +252,9 @@ class MemoryBackend:
             self._lock.notify_all()
             return True
 
-    def _rescue_locked(self, job: Job, *, now: float, max_lost: int, error: str) -> Job:
+    def _rescue_locked(
+        self, job: Job, *, now: float, max_lost: int, error: str, expires_at: float | None
+    ) -> Job:
         lost = job.lost + 1
         if job.attempt >= job.max_attempts or lost >= max_lost:
             new = job.replace(
@@ -190,6 +262,7 @@ class MemoryBackend:
                 lost=lost,
                 error=error,
                 finished_at=now,
+                expires_at=expires_at,
                 lease=None,
                 lease_expires_at=None,
             )
@@ -207,17 +280,28 @@ class MemoryBackend:
         return new
 
     def rescue(
-        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+        self,
+        job_id: str,
+        token: str,
+        *,
+        now: float,
+        max_lost: int,
+        error: str,
+        expires_at: float | None = None,
     ) -> Job | None:
         with self._lock:
             job = self._held(job_id, token)
             if job is None:
                 return None
-            new = self._rescue_locked(job, now=now, max_lost=max_lost, error=error)
+            new = self._rescue_locked(
+                job, now=now, max_lost=max_lost, error=error, expires_at=expires_at
+            )
             self._lock.notify_all()
             return new
 
-    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+    def rescue_expired(
+        self, *, now: float, max_lost: int, error: str, expires_at: float | None = None
+    ) -> list[Job]:
         with self._lock:
             expired = [
                 j
@@ -226,7 +310,12 @@ class MemoryBackend:
                 and j.lease_expires_at is not None
                 and j.lease_expires_at < now
             ]
-            out = [self._rescue_locked(j, now=now, max_lost=max_lost, error=error) for j in expired]
+            out = [
+                self._rescue_locked(
+                    j, now=now, max_lost=max_lost, error=error, expires_at=expires_at
+                )
+                for j in expired
+            ]
             if out:
                 self._lock.notify_all()
             return out
@@ -243,6 +332,21 @@ class MemoryBackend:
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         with self._lock:
             self._lock.wait(timeout)
+
+    # -- periodic tasks ----------------------------------------------------------
+    def schedule_tick(self, name: str, tick: float, job: Job, *, now: float) -> Job | None:
+        with self._lock:
+            last = self._ticks.get(name)
+            if last is not None and tick <= last and last <= now:
+                return None
+            self._ticks[name] = tick
+            stored = self._put_locked(job, now)
+            self._lock.notify_all()
+            return stored
+
+    def schedule_ticks(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._ticks)
 
     # -- operator ----------------------------------------------------------------
     def cancel(self, job_id: str, *, now: float) -> CancelResult:

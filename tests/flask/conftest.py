@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,12 +11,21 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from flask import Flask
 
+from flask import Flask
 from spoolhouse import FakeClock, Spooler
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True)
+def restore_spoolhouse_logger() -> Iterator[None]:
+    """The worker command configures the ``spoolhouse`` logger; undo it after each test."""
+    logger = logging.getLogger("spoolhouse")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import gc
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, current_app, g
 
 import spoolhouse.flask as ext
+from flask import Flask, current_app, g
 from spoolhouse import ConfigurationError, FakeClock, Spooler, current_job
 from spoolhouse.flask import SpoolhouseState, bound_app, check_unbound, get_state
 
@@ -240,14 +241,20 @@ def test_several_apps_one_spooler_uses_the_current_app_else_the_last_bound(
     assert len(spooler.middleware) == 1
 
 
-def test_the_registry_holds_apps_weakly(make_app: MakeApp) -> None:
+def test_the_registry_holds_earlier_apps_weakly_and_the_last_one_strongly(
+    make_app: MakeApp,
+) -> None:
     spooler = Spooler()
     keep = make_app(spooler, SPOOLHOUSE_URL="memory://")
     temporary = make_app(spooler, SPOOLHOUSE_URL="memory://")
-    assert bound_app(spooler) is temporary
+    gone = weakref.ref(temporary)
+    latest = weakref.ref(make_app(spooler, SPOOLHOUSE_URL="memory://"))
     del temporary
     gc.collect()
-    assert bound_app(spooler) is keep
+    assert gone() is None  # an earlier app is freed once the caller drops it
+    assert latest() is not None  # the last one stays: a worker process has only it
+    assert bound_app(spooler) is latest()
+    assert keep.extensions["spoolhouse"].spooler is spooler
 
 
 def test_last_init_app_decides_the_store(make_app: MakeApp, tmp_path: Path) -> None:

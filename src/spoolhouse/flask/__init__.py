@@ -24,7 +24,8 @@ worker process imports the app again and calls the factory, which calls
 spooler, the apps bound to it in this process, held weakly. A job (and a
 ``@spooler.thread`` call) runs in the app that is current when it starts if
 that app is bound to the spooler, otherwise in the app the spooler was bound
-to *last*. The store is per spooler, not per app: each ``init_app`` points
+to *last*. The registry holds that last app strongly (in a worker process
+nothing else does) and the others weakly. The store is per spooler, not per app: each ``init_app`` points
 the spooler at that app's ``SPOOLHOUSE_URL``, so the last app bound decides
 where jobs go. Give apps that must not share a store their own spooler.
 """
@@ -78,10 +79,20 @@ class SpoolhouseState:
 
 @dataclass
 class _Binding:
-    """The registry entry of one spooler: the apps bound to it, oldest first."""
+    """The registry entry of one spooler: the apps bound to it, oldest first.
+
+    The app bound last is held strongly: in a worker process nothing else
+    holds it (the loader keeps the spooler it found in the app, not the app).
+    The others are held weakly, so a test suite's many apps can be freed.
+    """
 
     own_url: str | None  # the URL the spooler had before any init_app
     apps: list[weakref.ref[Flask]] = field(default_factory=list)
+    last: Flask | None = None
+
+    def add(self, app: Flask) -> None:
+        self.apps.append(weakref.ref(app))
+        self.last = app
 
     def live_apps(self) -> list[Flask]:
         alive = [app for app in (ref() for ref in self.apps) if app is not None]
@@ -187,7 +198,7 @@ def init_app(spooler: Spooler, app: Flask) -> None:
     state = SpoolhouseState(spooler=spooler, url=url)
     app.extensions[EXTENSION_KEY] = state
     with _bindings_lock:
-        binding.apps.append(weakref.ref(app))
+        binding.add(app)
 
     from .cli import make_group
 

@@ -45,7 +45,15 @@ class Fail:
     expires_at: float | None
 
 
-Outcome = Complete | RetryAt | Fail
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The task stopped because cancellation was requested."""
+
+    error: str
+    expires_at: float | None
+
+
+Outcome = Complete | RetryAt | Fail | Cancelled
 
 
 def error_text(

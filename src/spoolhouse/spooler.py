@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .backends import DEFAULT_URL, open_backend
@@ -15,6 +16,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigurationError, PayloadTooLarge, UnknownTask
 from .handle import JobHandle
 from .job import Job, JobState, new_job_id
+from .periodic import Missed, Schedule, interval_seconds, parse_rate, parse_tz
 from .registry import Registry, default_name
 from .retry import RetryPolicy
 from .task import (
@@ -113,6 +115,7 @@ class Spooler:
         self.backend_options = backend_options
         self.registry = Registry()
         self.middleware: list[Middleware] = []
+        self.schedules: dict[str, Schedule] = {}
         self._serializer = serializer
         self._backend: Backend | None = None
         self._backend_pid = 0
@@ -212,6 +215,8 @@ class Spooler:
         timeout: float | None = ...,
         result_ttl: float | None = ...,
         store_result: bool = ...,
+        concurrency: int | None = ...,
+        rate: str | None = ...,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(  # type: ignore[misc]  # mypy: ParamSpec overloads vs. the untyped implementation
@@ -231,6 +236,8 @@ class Spooler:
         timeout: float | None = None,
         result_ttl: float | None = _UNSET,
         store_result: bool = True,
+        concurrency: int | None = None,
+        rate: str | None = None,
     ) -> Any:
         """Register a function as a task. Use as ``@spooler.task`` or ``@spooler.task(...)``.
 
@@ -242,7 +249,16 @@ class Spooler:
             is killed when it overruns and the attempt counts as failed.
         :param result_ttl: seconds to keep the finished job and result (default:
             the spooler's); ``store_result=False`` keeps the status but not the value.
+            A job spooled with ``key=`` holds its key for as long as it is kept.
+        :param concurrency: at most this many jobs of the task run at once, across
+            every worker process and host; the others wait.
+        :param rate: at most this many starts per period, e.g. ``"100/m"``
+            (``s``, ``m``, ``h``, ``d``, or ``"3/10s"``), across every worker.
         """
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ConfigurationError(f"concurrency= must be an int >= 1, not {concurrency!r}")
         check_queue(queue)
         check_priority(priority)
         config_kwargs: dict[str, Any] = {
@@ -255,6 +271,8 @@ class Spooler:
             "timeout": check_timeout(timeout),
             "result_ttl": self.result_ttl if result_ttl is _UNSET else result_ttl,
             "store_result": store_result,
+            "concurrency": concurrency,
+            "rate": None if rate is None else parse_rate(rate),
         }
 
         def decorate(f: Callable[..., Any]) -> Task[Any, Any]:
@@ -265,6 +283,46 @@ class Spooler:
 
         if fn is not None:
             return decorate(fn)
+        return decorate
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str | tzinfo | None = None,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        missed: Missed = "once",
+        **task_options: Any,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task that runs on a schedule, once per tick across every host.
+
+        ``cron="*/5 * * * *"`` (in ``tz``, an IANA name; UTC by default) or
+        ``every=30`` seconds (or a timedelta). Each run is an ordinary job, with
+        the task's retries and timeout (``task_options`` go to :meth:`task`).
+        After downtime the latest missed tick runs once (``missed="once"``) or
+        is skipped (``missed="skip"``); a new schedule starts at its next tick.
+
+        Example::
+
+            @spooler.periodic(cron="0 9 * * mon", tz="Europe/Paris")
+            def weekly_report() -> None: ...
+        """
+        zone = parse_tz(tz)
+        seconds = None if every is None else interval_seconds(every)
+
+        def decorate(fn: Callable[P, R]) -> Task[P, R]:
+            task: Task[P, R] = self.task(name=name, **task_options)(fn)
+            schedule = Schedule(
+                name=task.name, task=task, cron=cron, every=seconds, tz=zone,
+                args=tuple(args), kwargs=tuple(sorted((kwargs or {}).items())), missed=missed,
+            )
+            task.check_call(schedule.args, dict(schedule.kwargs))
+            self.schedules[schedule.name] = schedule
+            return task
+
         return decorate
 
     def queues(self) -> list[str]:

@@ -31,6 +31,8 @@ class TaskConfig:
     timeout: float | None = None  # seconds; the supervisor kills an attempt that runs longer
     result_ttl: float | None = 86400.0  # keep a finished job this long; None keeps it forever
     store_result: bool = True  # False: the return value is not stored
+    concurrency: int | None = None  # at most this many running at once, across all workers
+    rate: tuple[int, float] | None = None  # at most (count, per seconds) started
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

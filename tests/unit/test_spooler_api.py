@@ -204,7 +204,7 @@ def test_spool_many_is_one_batch_and_refuses_all_on_one_bad_item(sp: Spooler) ->
     assert [h.result(timeout=1) for h in handles] == [2, 12, 30]
 
 
-def test_unique_key_returns_the_live_job(sp: Spooler) -> None:
+def test_unique_key_returns_the_live_job(sp: Spooler, clock: FakeClock) -> None:
     @sp.task(name="t")
     def t(n: int) -> int:
         return n
@@ -213,8 +213,22 @@ def test_unique_key_returns_the_live_job(sp: Spooler) -> None:
     second = t.options(key="welcome:42").spool(2)
     assert first.id == second.id
     sp.drain()
+    # a retried enqueue after success still finds the job while it is kept (result_ttl)
+    assert t.options(key="welcome:42").spool(3).id == first.id
+    clock.advance(86400 + 1)
     third = t.options(key="welcome:42").spool(3)
     assert third.id != first.id
+
+
+def test_failed_job_frees_its_key(sp: Spooler) -> None:
+    @sp.task(name="f", retries=0)
+    def f() -> None:
+        raise RuntimeError("x")
+
+    first = f.options(key="k").spool()
+    sp.drain()
+    assert first.status() == "failed"
+    assert f.options(key="k").spool().id != first.id
 
 
 def test_result_raises_job_failed_with_the_remote_error(sp: Spooler) -> None:

@@ -206,7 +206,7 @@ def test_progress_is_recorded_and_cancel_aborts_at_the_next_report(sp: Spooler) 
     sp.drain()
     # the third report sees the cancellation and raises Abort
     assert steps == [0, 1]
-    assert handle.status() == "failed" and handle.error["reason"] == "aborted"
+    assert handle.status() == "cancelled" and handle.error["reason"] == "aborted"
     progress = handle.progress
     assert progress is not None and progress.current == 3 and progress.total == 5
 

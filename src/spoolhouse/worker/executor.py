@@ -16,6 +16,7 @@ from ..context import RunningJob, reset_current, set_current
 from ..errors import Abort, Retry, SerializationError, UnknownTask
 from ..job import Job
 from ..lifecycle import (
+    Cancelled,
     Complete,
     Fail,
     Outcome,
@@ -23,6 +24,7 @@ from ..lifecycle import (
     after_unknown_task,
     error_text,
 )
+from ..serializer import BadSignature
 
 if TYPE_CHECKING:
     from ..spooler import Spooler
@@ -62,7 +64,7 @@ def execute(
     try:
         args, kwargs = spooler.serializer.loads_call(job.payload)
     except SerializationError as exc:
-        reason = "bad_signature" if type(exc).__name__ == "BadSignature" else "decode_error"
+        reason = "bad_signature" if isinstance(exc, BadSignature) else "decode_error"
         log.error("job %s: cannot decode its payload (%s): %s", job.id, reason, exc)
         return Fail(
             error=error_text(reason, type(exc).__name__, str(exc)),
@@ -89,9 +91,9 @@ def execute(
             delay=exc.delay, failed_ttl=spooler.failed_ttl,
         )
     except Abort as exc:
-        return Fail(
+        return Cancelled(
             error=error_text("aborted", "Abort", str(exc)),
-            expires_at=_expiry(now(), spooler.failed_ttl),
+            expires_at=_expiry(now(), job.result_ttl),
         )
     except Exception as exc:
         exc_type, message, tb = format_exception(exc)

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..lifecycle import Fail, RetryAt, after_error, error_text
 from ..spooler import Spooler
+from .scheduler import Scheduler
 
 log = logging.getLogger("spoolhouse.supervisor")
 
@@ -37,6 +38,8 @@ log = logging.getLogger("spoolhouse.supervisor")
 KILL_GRACE = 5.0
 #: a child that dies sooner than this after starting is restarted with a backoff
 FAST_DEATH = 2.0
+#: seconds between periodic-schedule checks: the resolution of periodic tasks
+SCHEDULE_INTERVAL = 0.5
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Supervisor:
         self._restart_at: dict[int, float] = {}
         self._fast_deaths: dict[int, int] = {}
         self._next_maintenance = 0.0
+        self._next_schedule = 0.0
+        self.scheduler = Scheduler(self.spooler)
         self._ctx = multiprocessing.get_context("spawn")
         self._rng = random.Random()
         self._signals: list[int] = []
@@ -193,9 +198,13 @@ class Supervisor:
         self._restart_due()
         if time.monotonic() >= self._next_maintenance:
             self.maintenance()
+        if not self.stopping and time.monotonic() >= self._next_schedule:
+            self.schedule()
 
     def _time_to_next_event(self, now: float) -> float:
         times = [self._next_maintenance - now]
+        if self.spooler.schedules:
+            times.append(self._next_schedule - now)
         for child in self.children.values():
             for r in child.running.values():
                 if r.timeout is not None:
@@ -232,7 +241,7 @@ class Supervisor:
             )
             for r in child.running.values():
                 rescued = backend.rescue(r.job_id, r.token, now=now, max_lost=self.spooler.max_lost,
-                                         error=error)
+                                         error=error, expires_at=self._failed_expiry(now))
                 if rescued is not None:
                     log.warning("job %s (%s): worker %s died (exit %s); job is now %s",
                                 r.job_id, r.task, child.process.pid, code, rescued.state.value)
@@ -325,6 +334,18 @@ class Supervisor:
             child.conn.close()
             del self.children[child.index]
 
+    def schedule(self) -> None:
+        """Enqueue due periodic ticks (about once a second, on every host)."""
+        self._next_schedule = time.monotonic() + SCHEDULE_INTERVAL
+        try:
+            self.scheduler.tick()
+        except Exception:
+            log.exception("periodic scheduling failed; will try again")
+
+    def _failed_expiry(self, now: float) -> float | None:
+        ttl = self.spooler.failed_ttl
+        return None if ttl is None else now + ttl
+
     def maintenance(self) -> None:
         """Rescue jobs whose lease expired (their worker is gone) and prune old jobs."""
         self._next_maintenance = time.monotonic() + self.maintenance_interval
@@ -335,6 +356,7 @@ class Supervisor:
                 now=now, max_lost=self.spooler.max_lost,
                 error=error_text("worker_lost", "WorkerLost",
                                  "the worker stopped heartbeating and its lease expired"),
+                expires_at=self._failed_expiry(now),
             )
             for job in rescued:
                 log.warning("job %s (%s): lease expired; now %s", job.id, job.task, job.state.value)

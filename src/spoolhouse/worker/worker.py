@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ..backends.base import LeaseState
+from ..backends.base import LeaseState, TaskLimit
 from ..context import RunningJob
+from ..errors import BackendUnavailable
 from ..job import Job
-from ..lifecycle import Complete, Fail, Outcome, RetryAt
+from ..lifecycle import Cancelled, Complete, Fail, Outcome, RetryAt
 from .executor import execute
 
 if TYPE_CHECKING:
@@ -29,6 +30,20 @@ log = logging.getLogger("spoolhouse.worker")
 #: Longest an idle worker sleeps before looking again, when no wake-up arrives.
 #: Wake-ups make new jobs start at once; this bounds the cost of a lost one.
 IDLE_CHECK = 1.0
+#: Longest wait between attempts to reach a store that does not answer.
+MAX_OUTAGE_BACKOFF = 5.0
+
+
+def task_limits(spooler: Spooler) -> dict[str, TaskLimit]:
+    """The concurrency and rate limits of the spooler's tasks, for ``claim``."""
+    limits: dict[str, TaskLimit] = {}
+    for name in spooler.registry:
+        config = spooler.registry.get(name).config
+        if config.concurrency is None and config.rate is None:
+            continue
+        count, per = config.rate if config.rate is not None else (None, 1.0)
+        limits[name] = TaskLimit(concurrency=config.concurrency, rate=count, per=per)
+    return limits
 
 
 def make_worker_id() -> str:
@@ -74,6 +89,7 @@ class Worker:
         self._hard = threading.Event()
         self._draining = False
         self._hb_stop = threading.Event()
+        self.limits = task_limits(spooler)
 
     # -- single steps --------------------------------------------------------------
     def run_once(self, now: float | None = None) -> Job | None:
@@ -84,7 +100,8 @@ class Worker:
         """
         at = self.spooler.clock.now() if now is None else now
         jobs = self.spooler.backend.claim(
-            self.queues, worker_id=self.worker_id, now=at, lease=self.spooler.lease, limit=1
+            self.queues, worker_id=self.worker_id, now=at, lease=self.spooler.lease, limit=1,
+            limits=self.limits,
         )
         if not jobs:
             return None
@@ -148,6 +165,10 @@ class Worker:
                 job.id, token, now=now, result=outcome.result, expires_at=outcome.expires_at
             )
             kind = "succeeded"
+        elif isinstance(outcome, Cancelled):
+            ok = backend.abort(job.id, token, now=now, error=outcome.error,
+                               expires_at=outcome.expires_at)
+            kind = "cancelled"
         elif isinstance(outcome, RetryAt):
             ok = backend.retry(
                 job.id, token, now=now, run_at=outcome.run_at, error=outcome.error,
@@ -193,51 +214,65 @@ class Worker:
         leases of those still running then are released so that they run
         again elsewhere at once.
         """
-        backend = self.spooler.backend
-        clock = self.spooler.clock
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="spoolhouse-heartbeat",
                                      daemon=True)
         heartbeat.start()
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="spoolhouse-job")
+        outage = 0.0
         try:
             while not self._stop.is_set():
-                if self.max_tasks is not None and self.processed + len(self._inflight) >= self.max_tasks:
-                    break
-                with self._changed:
-                    free = self.threads - len(self._inflight)
-                    if free <= 0:
-                        self._changed.wait(IDLE_CHECK)
-                        continue
-                if self.max_tasks is not None:
-                    free = min(free, self.max_tasks - self.processed - len(self._inflight))
-                now = clock.now()
-                jobs = backend.claim(
-                    self.queues, worker_id=self.worker_id, now=now, lease=self.spooler.lease,
-                    limit=free,
-                )
-                if jobs:
-                    for job in jobs:
-                        with self._lock:
-                            # reserve the slot before the pool thread starts
-                            self._inflight[job.id] = (job, RunningJob(job))
-                        if self.on_start is not None:
-                            self.on_start(job)
-                        pool.submit(self._process, job, announced=True)
-                    continue
-                if burst:
-                    with self._changed:
-                        if not self._inflight:
-                            break
-                        self._changed.wait(IDLE_CHECK)
-                    continue
-                due = backend.next_due(self.queues, now=now)
-                pause = IDLE_CHECK if due is None else min(max(due - now, 0.0), IDLE_CHECK)
-                if pause > 0:
-                    backend.wait(self.queues, pause)
+                try:
+                    if not self._step(pool, burst):
+                        break
+                    outage = 0.0
+                except BackendUnavailable as exc:
+                    # the store is down or busy: keep running jobs, try again with backoff
+                    outage = min(max(outage * 2, 0.1), MAX_OUTAGE_BACKOFF)
+                    log.warning("store unavailable (%s); retrying in %.1fs", exc, outage)
+                    self._stop.wait(outage)
             self._finish(shutdown_timeout)
         finally:
             self._hb_stop.set()
             pool.shutdown(wait=not self._hard.is_set(), cancel_futures=True)
+
+    def _step(self, pool: ThreadPoolExecutor, burst: bool) -> bool:
+        """One pass of the loop: claim and dispatch, or wait. ``False`` ends the loop."""
+        backend = self.spooler.backend
+        clock = self.spooler.clock
+        if self.max_tasks is not None and self.processed + len(self._inflight) >= self.max_tasks:
+            return False
+        with self._changed:
+            free = self.threads - len(self._inflight)
+            if free <= 0:
+                self._changed.wait(IDLE_CHECK)
+                return True
+        if self.max_tasks is not None:
+            free = min(free, self.max_tasks - self.processed - len(self._inflight))
+        now = clock.now()
+        jobs = backend.claim(
+            self.queues, worker_id=self.worker_id, now=now, lease=self.spooler.lease,
+            limit=free, limits=self.limits,
+        )
+        if jobs:
+            for job in jobs:
+                with self._lock:
+                    # reserve the slot before the pool thread starts
+                    self._inflight[job.id] = (job, RunningJob(job))
+                if self.on_start is not None:
+                    self.on_start(job)
+                pool.submit(self._process, job, announced=True)
+            return True
+        if burst:
+            with self._changed:
+                if not self._inflight:
+                    return False
+                self._changed.wait(IDLE_CHECK)
+            return True
+        due = backend.next_due(self.queues, now=now)
+        pause = IDLE_CHECK if due is None else min(max(due - now, 0.0), IDLE_CHECK)
+        if pause > 0:
+            backend.wait(self.queues, pause)
+        return True
 
     def _finish(self, shutdown_timeout: float) -> None:
         monotonic = self.spooler.clock.monotonic

@@ -112,7 +112,7 @@ def make_spooler(db: str, ledger_path: str, ctl: str) -> Spooler:
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             with open(path) as fh:
-                if len(fh.read().split()) >= parties:
+                if fh.read().count("\n") >= parties:  # whole lines only
                     return
             time.sleep(0.02)
         raise TimeoutError(f"barrier {tag}: fewer than {parties} parties after {timeout}s")

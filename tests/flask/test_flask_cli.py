@@ -54,6 +54,7 @@ def test_status_and_jobs_commands_read_the_apps_store(make_app: MakeApp,
 
     app = make_app(spooler, SPOOLHOUSE_URL="memory://")
     job = steps.spool(4)
+    clock.advance(1)  # ids order jobs by creation time within a millisecond
     steps.spool(1)
     assert spooler.drain(max_jobs=1) == 1
     runner = app.test_cli_runner()

@@ -186,3 +186,23 @@ def test_a_rescue_that_fails_the_job_sets_its_expiry(backend: Backend) -> None:
     assert expired.state is JobState.FAILED and expired.expires_at == NOW + 700
     assert backend.prune(now=NOW + 600) == 1
     assert backend.prune(now=NOW + 800) == 1
+
+
+def test_rescued_and_released_jobs_keep_their_place_in_the_queue(backend: Backend) -> None:
+    old = job("t", seq=1, run_at=NOW)
+    backend.enqueue(old, now=NOW)
+    younger = [job("t", seq=10 + i, run_at=NOW + 1 + i) for i in range(3)]
+    for j in younger:
+        backend.enqueue(j, now=NOW + 5)
+    (held,) = backend.claim(["default"], worker_id="w", now=NOW + 5, lease=30)
+    assert held.id == old.id and held.lease
+    assert backend.release(held.id, held.lease, now=NOW + 6)
+    (again,) = backend.claim(["default"], worker_id="w", now=NOW + 7, lease=30)
+    assert again.id == old.id and again.lease
+    assert backend.rescue(again.id, again.lease, now=NOW + 8, max_lost=5, error="{}") is not None
+    (third,) = backend.claim(["default"], worker_id="w", now=NOW + 9, lease=30)
+    assert third.id == old.id
+    (rescued,) = backend.rescue_expired(now=NOW + 100, max_lost=5, error="{}")
+    assert rescued.run_at == NOW
+    (fourth,) = backend.claim(["default"], worker_id="w", now=NOW + 101, lease=30)
+    assert fourth.id == old.id

@@ -175,10 +175,12 @@ class Backend(Protocol):
         ...
 
     def release(self, job_id: str, token: str, *, now: float) -> bool:
-        """running → pending, due now, attempt given back: the worker stopped before finishing.
+        """running → pending, attempt given back: the worker stopped before finishing.
 
         Used at shutdown so that another worker runs the job at once instead
-        of waiting for the lease to expire. ``False`` when ``token`` is not current.
+        of waiting for the lease to expire. ``run_at`` is kept (it is in the
+        past: the job was due when claimed), so the job is due now and keeps
+        its place ahead of younger jobs. ``False`` when ``token`` is not current.
         """
         ...
 

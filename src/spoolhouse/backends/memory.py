@@ -243,7 +243,6 @@ class MemoryBackend:
                 return False
             self._jobs[job_id] = job.replace(
                 state=JobState.PENDING,
-                run_at=now,
                 attempt=job.attempt - 1,
                 lease=None,
                 lease_expires_at=None,
@@ -271,7 +270,6 @@ class MemoryBackend:
                 state=JobState.PENDING,
                 lost=lost,
                 error=error,
-                run_at=now,
                 lease=None,
                 lease_expires_at=None,
                 worker_id=None,

@@ -136,10 +136,15 @@ class Supervisor:
             self._signal_child(child, level)
 
     def _signal_child(self, child: Child, level: int) -> None:
+        # SIGTERM asks a child for a warm stop and SIGUSR1 for a cold one. A
+        # child never counts SIGTERMs: one sent to the whole process group
+        # (Ctrl-C, killpg) reaches it directly as well as through us, and must
+        # not turn a warm stop cold.
         while child.stop_sent < level and child.process.is_alive():
             child.stop_sent += 1
+            signum = signal.SIGTERM if child.stop_sent == 1 else signal.SIGUSR1
             try:
-                os.kill(child.process.pid, signal.SIGTERM)
+                os.kill(child.process.pid, signum)
             except ProcessLookupError:
                 break
 
@@ -391,13 +396,11 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
         on_start=lambda job: send(("start", job.id, job.lease, job.task, job.timeout)),
         on_finish=lambda job: send(("end", job.id)),
     )
-    stops = [0]
-
     def on_term(signum: int, frame: Any) -> None:
-        stops[0] += 1
-        worker.stop(hard=stops[0] > 1)
+        worker.stop(hard=signum == signal.SIGUSR1)
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_term)
     try:
         worker.run(burst=config.burst, shutdown_timeout=config.shutdown_timeout)
     finally:

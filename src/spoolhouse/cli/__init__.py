@@ -262,6 +262,40 @@ def jobs_purge(ctx: click.Context, states: tuple[str, ...], queue: str | None,
     click.echo(json.dumps({"deleted": n}) if as_json else f"deleted {n} job(s)")
 
 
+@click.group("periodic")
+def periodic_group() -> None:
+    """Periodic tasks."""
+
+
+@periodic_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def periodic_list(ctx: click.Context, as_json: bool) -> None:
+    """Every schedule, in words, with its next and last run."""
+    spooler = _state(ctx).spooler
+    now = spooler.clock.now()
+    ticks = spooler.backend.schedule_ticks() if spooler.schedules else {}
+    rows = [
+        {
+            "name": name,
+            "task": schedule.task.name,
+            "schedule": schedule.describe(),
+            "next_run": schedule.next_tick(now),
+            "last_run": ticks.get(name),
+            "missed": schedule.missed,
+        }
+        for name, schedule in sorted(spooler.schedules.items())
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("(no periodic tasks)")
+    for row in rows:
+        click.echo(f"{row['name']}\n  {row['schedule']}\n  next run {_when(row['next_run'])} UTC, "
+                   f"last run {_when(row['last_run'])}")
+
+
 def _report(done: dict[str, bool], verb: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(done, indent=2))
@@ -272,7 +306,7 @@ def _report(done: dict[str, bool], verb: str, as_json: bool) -> None:
         sys.exit(1)
 
 
-COMMANDS: list[click.Command] = [worker_command, status_command, jobs_group]
+COMMANDS: list[click.Command] = [worker_command, status_command, jobs_group, periodic_group]
 
 
 def add_commands(group: click.Group) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from spoolhouse.backends import open_backend
+from spoolhouse.backends.base import TaskLimit
 from spoolhouse.backends.sqlite import SQLiteBackend
 from spoolhouse.backends.sqlite import backend as sqlite_module
 from spoolhouse.backends.sqlite.backend import parse_url
@@ -164,6 +165,8 @@ def test_schema_version_and_migrations(backend: SQLiteBackend, db_path: Path) ->
     assert {
         "jobs_claim",
         "jobs_due",
+        "jobs_key",
+        "jobs_task_started",
         "jobs_lease",
         "jobs_live_key",
         "jobs_expires",
@@ -179,6 +182,32 @@ def test_schema_version_and_migrations(backend: SQLiteBackend, db_path: Path) ->
         assert again.schema_version() == SCHEMA_VERSION
     finally:
         again.close()
+
+
+def test_an_older_schema_is_migrated_on_open(db_path: Path) -> None:
+    # a file as version 1 left it, with a job in it
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in split_statements(MIGRATIONS[0].sql):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    job = make_job(key="kept")
+    columns = ", ".join(sqlite_module.COLUMNS)
+    marks = ", ".join("?" * len(sqlite_module.COLUMNS))
+    conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", sqlite_module._to_row(job))
+    conn.close()
+
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    try:
+        assert b.schema_version() == SCHEMA_VERSION >= 2
+        assert b.get(job.id) == job
+        assert b.enqueue(make_job(key="kept"), now=NOW).id == job.id
+        assert b.schedule_tick("s", NOW, make_job(), now=NOW) is not None
+        assert b.schedule_ticks() == {"s": NOW}
+        b.check_integrity(full=True)
+    finally:
+        b.close()
 
 
 def test_schema_sql_starts_with_a_header_and_splits_into_statements() -> None:
@@ -270,6 +299,9 @@ def _fill(backend: SQLiteBackend) -> None:
         ("rescue_expired", "jobs_lease"),
         ("prune", "jobs_expires"),
         ("enqueue_with_key", "jobs_live_key"),
+        ("enqueue_with_free_key", "jobs_key"),
+        ("claim_with_limits", "jobs_task_started"),
+        ("schedule_tick", "sqlite_autoindex_schedules_1"),
         ("list_by_state", "jobs_state"),
         ("list_by_queue", "jobs_queue"),
         ("list_by_task", "jobs_task"),
@@ -285,6 +317,16 @@ def test_query_plans_use_their_index_and_never_scan(
         "rescue_expired": lambda: backend.rescue_expired(now=NOW + 1, max_lost=3, error="{}"),
         "prune": lambda: backend.prune(now=NOW + 10, limit=10),
         "enqueue_with_key": lambda: backend.enqueue(make_job(key="k7"), now=NOW),
+        "enqueue_with_free_key": lambda: backend.enqueue(make_job(key="k-new"), now=NOW),
+        "claim_with_limits": lambda: backend.claim(
+            ["q0", "q2"],
+            worker_id="w",
+            now=NOW,
+            lease=30,
+            limit=5,
+            limits={"t": TaskLimit(concurrency=50, rate=100, per=60.0)},
+        ),
+        "schedule_tick": lambda: backend.schedule_tick("s", NOW, make_job(), now=NOW),
         "list_by_state": lambda: backend.list_jobs(state="pending", cursor="z", limit=10),
         "list_by_queue": lambda: backend.list_jobs(queue="q1", limit=10),
         "list_by_task": lambda: backend.list_jobs(task="t", limit=10),

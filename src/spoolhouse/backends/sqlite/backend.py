@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from ...job import FINAL_STATES, Job, JobState
-from ..base import CancelResult, LeaseState
+from ..base import CancelResult, LeaseState, TaskLimit
 from .migrations import SCHEMA_VERSION, migrate
 from .wake import WakeChannel, wake_dir_for
 
@@ -79,12 +79,34 @@ UPDATE jobs
 RETURNING {_COLUMN_LIST}
 """
 
+# With per-task limits the ids are picked in Python (see SQLiteBackend._pick).
+_CLAIM_IDS: Final = """
+UPDATE jobs
+   SET state = 'running',
+       attempt = attempt + 1,
+       started_at = ?,
+       worker_id = ?,
+       lease = lower(hex(randomblob(8))),
+       lease_expires_at = ?
+ WHERE state = 'pending' AND id IN ({ids})
+RETURNING {columns}
+"""
+
+# The job holding a key: the live one (at most one, jobs_live_key), else a
+# succeeded one that has not expired.
+_LIVE_KEY: Final = f"{_SELECT} WHERE key = ? AND state IN ('pending', 'running')"
+_SUCCEEDED_KEY: Final = (
+    f"{_SELECT} INDEXED BY jobs_key WHERE key = ? AND state = 'succeeded' "
+    "AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"
+)
+
 _ANY_DUE: Final = (
     "SELECT 1 FROM jobs INDEXED BY jobs_due WHERE state = 'pending' AND queue = ? AND run_at <= ? "
     "LIMIT 1"
 )
 
-# Rescue: every right-hand side sees the row as it was before the UPDATE.
+# Rescue: every right-hand side sees the row as it was before the UPDATE. A job
+# put back keeps its run_at (its place in the queue), like release.
 _RESCUE_SET: Final = """
    SET lost = lost + 1,
        error = :error,
@@ -94,10 +116,10 @@ _RESCUE_SET: Final = """
                     THEN 'failed' ELSE 'pending' END,
        finished_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
                           THEN :now ELSE finished_at END,
-       run_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
-                     THEN run_at ELSE :now END,
        worker_id = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
-                        THEN worker_id ELSE NULL END
+                        THEN worker_id ELSE NULL END,
+       expires_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                         THEN :expires_at ELSE expires_at END
 """
 
 # SQLite primary result codes (the low byte of the extended code).
@@ -397,11 +419,15 @@ class SQLiteBackend:
         return BackendUnavailable(f"{where}: {text}")
 
     # -- producer ----------------------------------------------------------------
-    def _insert(self, conn: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
+    def _insert(self, conn: sqlite3.Connection, job: Job, now: float) -> tuple[Job, bool]:
+        """Store ``job`` unless its id is stored or its key is held; return (record, stored)."""
+        row = conn.execute(f"{_SELECT} WHERE id = ?", (job.id,)).fetchone()
+        if row is not None:
+            return _to_job(row), False  # a producer retrying an enqueue that did land
         if job.key is not None:
-            row = conn.execute(
-                f"{_SELECT} WHERE key = ? AND state IN ('pending', 'running')", (job.key,)
-            ).fetchone()
+            row = conn.execute(_LIVE_KEY, (job.key,)).fetchone()
+            if row is None:
+                row = conn.execute(_SUCCEEDED_KEY, (job.key, now)).fetchone()
             if row is not None:
                 return _to_job(row), False
         row = conn.execute(_INSERT, _to_row(job)).fetchone()
@@ -409,7 +435,7 @@ class SQLiteBackend:
 
     def enqueue(self, job: Job, *, now: float) -> Job:
         with self._write("enqueue") as conn:
-            stored, inserted = self._insert(conn, job)
+            stored, inserted = self._insert(conn, job, now)
         if inserted:
             self._wake.notify(stored.queue)
         return stored
@@ -421,7 +447,7 @@ class SQLiteBackend:
         queues: set[str] = set()
         with self._write("enqueue_many") as conn:
             for job in jobs:
-                record, inserted = self._insert(conn, job)
+                record, inserted = self._insert(conn, job, now)
                 stored.append(record)
                 if inserted:
                     queues.add(record.queue)
@@ -431,7 +457,14 @@ class SQLiteBackend:
 
     # -- worker ------------------------------------------------------------------
     def claim(
-        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+        self,
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        limits: Mapping[str, TaskLimit] | None = None,
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
@@ -443,17 +476,106 @@ class SQLiteBackend:
         claimed: list[Job] = []
         params: dict[str, Any] = {"now": now, "worker_id": worker_id, "expires": now + lease}
         with self._write("claim") as conn:
+            allowance = self._allowance(conn, limits, now) if limits else {}
             for queue in due:
                 params["queue"] = queue
                 level = conn.execute(_TOP_PRIORITY, (queue,)).fetchone()
                 while level is not None and len(claimed) < limit:
-                    params["priority"] = level[0]
-                    params["limit"] = limit - len(claimed)
-                    rows = conn.execute(_CLAIM, params).fetchall()
+                    want = limit - len(claimed)
+                    if allowance:
+                        ids = self._pick(conn, queue, level[0], now, want, allowance)
+                        rows = (
+                            conn.execute(
+                                _CLAIM_IDS.format(
+                                    ids=", ".join("?" * len(ids)), columns=_COLUMN_LIST
+                                ),
+                                (now, worker_id, now + lease, *ids),
+                            ).fetchall()
+                            if ids
+                            else []
+                        )
+                    else:
+                        params["priority"] = level[0]
+                        params["limit"] = want
+                        rows = conn.execute(_CLAIM, params).fetchall()
                     # RETURNING reports rows in no particular order
                     claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
                     level = conn.execute(_NEXT_PRIORITY, (queue, level[0])).fetchone()
         return claimed
+
+    @staticmethod
+    def _allowance(
+        conn: sqlite3.Connection, limits: Mapping[str, TaskLimit], now: float
+    ) -> dict[str, int]:
+        """How many more jobs of each limited task may start now (inside the claim's transaction)."""
+        allowance: dict[str, int] = {}
+        for task, rule in limits.items():
+            left: int | None = None
+            if rule.concurrency is not None:
+                running = conn.execute(
+                    "SELECT count(*) FROM jobs INDEXED BY jobs_state "
+                    "WHERE state = 'running' AND task = ?",
+                    (task,),
+                ).fetchone()[0]
+                left = rule.concurrency - running
+            if rule.rate is not None:
+                started = conn.execute(
+                    "SELECT count(*) FROM jobs INDEXED BY jobs_task_started "
+                    "WHERE task = ? AND started_at > ?",
+                    (task, now - rule.per),
+                ).fetchone()[0]
+                left = rule.rate - started if left is None else min(left, rule.rate - started)
+            if left is not None:
+                allowance[task] = max(left, 0)
+        return allowance
+
+    @staticmethod
+    def _pick(
+        conn: sqlite3.Connection,
+        queue: str,
+        priority: int,
+        now: float,
+        want: int,
+        allowance: dict[str, int],
+    ) -> list[str]:
+        """Ids of up to ``want`` due jobs of one priority level, in claim order, within limits.
+
+        Tasks with no allowance left are excluded in SQL; the walk resumes after
+        the last row seen whenever a task runs out part-way through a batch.
+        ``allowance`` is decremented for what is picked.
+        """
+        picked: list[str] = []
+        after: tuple[float, str] | None = None
+        while len(picked) < want:
+            blocked = [task for task, left in allowance.items() if left <= 0]
+            sql = (
+                "SELECT id, task, run_at FROM jobs INDEXED BY jobs_claim "
+                "WHERE state = 'pending' AND queue = ? AND priority = ? AND run_at <= ?"
+            )
+            params: list[Any] = [queue, priority, now]
+            if blocked:
+                sql += f" AND task NOT IN ({', '.join('?' * len(blocked))})"
+                params.extend(blocked)
+            if after is not None:
+                sql += " AND (run_at, id) > (?, ?)"
+                params.extend(after)
+            batch = want - len(picked)
+            sql += " ORDER BY run_at, id LIMIT ?"
+            params.append(batch)
+            rows = conn.execute(sql, params).fetchall()
+            for job_id, task, run_at in rows:
+                after = (run_at, job_id)
+                left = allowance.get(task)
+                if left is not None:
+                    if left <= 0:
+                        continue  # ran out earlier in this batch
+                    allowance[task] = left - 1
+                picked.append(job_id)
+                if len(picked) >= want:
+                    break
+            if len(rows) < batch:
+                break  # nothing more is due at this level
+        return picked
 
     def extend_leases(
         self, leases: Mapping[str, str], *, now: float, lease: float
@@ -528,13 +650,27 @@ class SQLiteBackend:
             )
             return cur.rowcount == 1
 
+    def abort(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        with self._write("abort") as conn:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'cancelled', error = ?, finished_at = ?, expires_at = ?, "
+                "lease = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND state = 'running' AND lease = ?",
+                (error, now, expires_at, job_id, token),
+            )
+            return cur.rowcount == 1
+
     def release(self, job_id: str, token: str, *, now: float) -> bool:
         with self._write("release") as conn:
             row = conn.execute(
-                "UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - 1, "
+                # run_at is kept: the job was due when claimed, so it is due now and
+                # keeps its place ahead of younger jobs
+                "UPDATE jobs SET state = 'pending', attempt = attempt - 1, "
                 "lease = NULL, lease_expires_at = NULL, worker_id = NULL "
                 "WHERE id = ? AND state = 'running' AND lease = ? RETURNING queue",
-                (now, job_id, token),
+                (job_id, token),
             ).fetchone()
         if row is None:
             return False
@@ -542,14 +678,28 @@ class SQLiteBackend:
         return True
 
     def rescue(
-        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+        self,
+        job_id: str,
+        token: str,
+        *,
+        now: float,
+        max_lost: int,
+        error: str,
+        expires_at: float | None = None,
     ) -> Job | None:
         with self._write("rescue") as conn:
             row = conn.execute(
                 f"UPDATE jobs {_RESCUE_SET} "
                 "WHERE id = :id AND state = 'running' AND lease = :token "
                 f"RETURNING {_COLUMN_LIST}",
-                {"id": job_id, "token": token, "now": now, "max_lost": max_lost, "error": error},
+                {
+                    "id": job_id,
+                    "token": token,
+                    "now": now,
+                    "max_lost": max_lost,
+                    "error": error,
+                    "expires_at": expires_at,
+                },
             ).fetchone()
         if row is None:
             return None
@@ -558,14 +708,16 @@ class SQLiteBackend:
             self._wake.notify(job.queue)
         return job
 
-    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
+    def rescue_expired(
+        self, *, now: float, max_lost: int, error: str, expires_at: float | None = None
+    ) -> list[Job]:
         with self._write("rescue_expired") as conn:
             rows = conn.execute(
                 # the running jobs whose lease ran out, not every running job
                 f"UPDATE jobs INDEXED BY jobs_lease {_RESCUE_SET} "
                 "WHERE state = 'running' AND lease_expires_at < :now "
                 f"RETURNING {_COLUMN_LIST}",
-                {"now": now, "max_lost": max_lost, "error": error},
+                {"now": now, "max_lost": max_lost, "error": error, "expires_at": expires_at},
             ).fetchall()
         jobs = [_to_job(row) for row in rows]
         for queue in sorted({j.queue for j in jobs if j.state is JobState.PENDING}):
@@ -588,6 +740,28 @@ class SQLiteBackend:
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         self._wake.wait(queues, timeout)
+
+    # -- periodic tasks ----------------------------------------------------------
+    def schedule_tick(self, name: str, tick: float, job: Job, *, now: float) -> Job | None:
+        with self._write("schedule_tick") as conn:
+            row = conn.execute("SELECT tick FROM schedules WHERE name = ?", (name,)).fetchone()
+            # a recorded tick later than now means the clock was set back: take the new one
+            if row is not None and tick <= row[0] <= now:
+                return None
+            conn.execute(
+                "INSERT INTO schedules (name, tick) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET tick = excluded.tick",
+                (name, tick),
+            )
+            stored, inserted = self._insert(conn, job, now)
+        if inserted:
+            self._wake.notify(stored.queue)
+        return stored
+
+    def schedule_ticks(self) -> dict[str, float]:
+        with self._read("schedule_ticks") as conn:
+            rows = conn.execute("SELECT name, tick FROM schedules").fetchall()
+        return {name: float(tick) for name, tick in rows}
 
     # -- operator ----------------------------------------------------------------
     def cancel(self, job_id: str, *, now: float) -> CancelResult:

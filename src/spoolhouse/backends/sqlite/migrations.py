@@ -1,8 +1,9 @@
 """Numbered schema migrations, applied on open.
 
 The database's schema version is ``PRAGMA user_version``: 0 for a new file,
-``n`` after migration ``n``. Migration 1 is ``schema.sql``; later ones are
-appended to :data:`MIGRATIONS` and never edited once released. Each pending
+``n`` after migration ``n``. Migration 1 is ``schema.sql``, migration ``n``
+is ``000n_*.sql``; later ones are appended to :data:`MIGRATIONS` and never
+edited once released. Each pending
 migration runs inside one ``BEGIN IMMEDIATE`` transaction together with the
 ``user_version`` bump, so two processes opening a new file at once apply it
 exactly once, and a crash leaves the previous version intact.
@@ -32,6 +33,11 @@ def _packaged(name: str) -> str:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create the jobs table", _packaged("schema.sql")),
+    Migration(
+        2,
+        "schedules table; key and rate-limit indexes",
+        _packaged("0002_schedules_keys_limits.sql"),
+    ),
 )
 
 #: The schema version this code reads and writes.

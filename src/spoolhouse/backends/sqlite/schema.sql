@@ -2,12 +2,16 @@
 --
 -- Tables
 --   jobs: one row per job; the columns are the fields of spoolhouse.job.Job, in order.
+--   schedules: last tick of each periodic schedule (added by migration 2,
+--     0002_schedules_keys_limits.sql, which also adds the jobs_key and
+--     jobs_task_started indexes and documents their invariants).
 --
 -- Invariants
 --   * state is one of pending, running, succeeded, failed, cancelled (CHECK).
 --   * At most one live job (pending or running) per non-NULL key: the partial
 --     unique index jobs_live_key enforces it; enqueue and requeue look first and
 --     return the existing job or refuse, so the index never has to reject a write.
+--     (Since migration 2 a succeeded job that has not expired holds its key too.)
 --   * A running job has lease (its fencing token) and lease_expires_at; every
 --     transition out of running matches id, state = 'running' AND lease = token
 --     in one UPDATE, and clears both.

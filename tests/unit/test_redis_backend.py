@@ -347,7 +347,8 @@ def test_scripts_compile(rb: RedisBackend) -> None:
     if rb._flags:
         for name in NAMES:
             assert client.script_load(source(name, flags=True))
-            assert source(name, flags=True).startswith("#!lua") is (name != "enqueue")
+            makes_jobs = name in ("enqueue", "schedule_tick")
+            assert source(name, flags=True).startswith("#!lua") is not makes_jobs
 
 
 def test_all_keys_of_a_spooler_share_one_cluster_slot(rb: RedisBackend) -> None:
@@ -394,7 +395,10 @@ def test_keyspace_names() -> None:
         "{app}:counts",
         "{app}:running",
         "{app}:expiring",
+        "{app}:busy",
+        "{app}:ticks",
     ]
+    assert ks.started("t.x") == "{app}:started:t.x"
 
 
 # -- wake-up --------------------------------------------------------------------------
@@ -681,12 +685,14 @@ def test_list_jobs_scans_past_sparse_matches(rb: RedisBackend) -> None:
     assert rb.list_jobs(state="nonsense") == []
 
 
-def test_enqueue_of_an_existing_id_replaces_it(rb: RedisBackend) -> None:
-    job = rb.enqueue(make_job(queue="a"), now=NOW)
-    again = job.replace(queue="b", payload=b"new")
-    assert rb.enqueue(again, now=NOW) == again
-    assert rb.get(job.id) == again
-    assert rb.counts() == {"b": {"pending": 1}}
+def test_enqueue_of_an_existing_id_changes_nothing(rb: RedisBackend) -> None:
+    job = rb.enqueue(make_job(queue="a", key="k"), now=NOW)
+    again = job.replace(queue="b", payload=b"new", key="other")
+    assert rb.enqueue(again, now=NOW) == job
+    assert rb.enqueue_many([again, again], now=NOW) == [job, job]
+    assert rb.get(job.id) == job
+    assert rb.counts() == {"a": {"pending": 1}}
+    assert rb.enqueue(make_job(key="other"), now=NOW).key == "other"  # "other" stayed free
 
 
 def test_large_batch_is_one_call(rb: RedisBackend) -> None:

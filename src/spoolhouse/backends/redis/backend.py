@@ -18,6 +18,7 @@ once, and the next call reconnects. Key layout: :mod:`.keys`; scripts:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ from redis.retry import Retry
 
 from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from ...job import FINAL_STATES, Job, JobState
-from ..base import CancelResult, LeaseState
+from ..base import CancelResult, LeaseState, TaskLimit
 from .codec import decode_job, encode_job, float_text, order_key, pairs
 from .keys import Keyspace
 from .scripts import Scripts
@@ -48,6 +49,11 @@ log = logging.getLogger("spoolhouse.backends.redis")
 MAX_BLOCK = 30.0
 #: Scheduled jobs moved to the ready set per queue and claim (bounds one script's run time).
 PROMOTE_BATCH = 1000
+#: Ready-set entries read per page when a claim skips jobs of tasks at their limit.
+SKIP_PAGE = 100
+#: Most jobs of tasks at their limit one claim skips per queue (10 pages); jobs further
+#: back wait for a later claim, once the jobs in front of them can start.
+SKIP_MAX = 1000
 #: Jobs rescued per script call in :meth:`RedisBackend.rescue_expired`.
 RESCUE_BATCH = 500
 #: Jobs examined per script call in :meth:`RedisBackend.purge`.
@@ -100,6 +106,24 @@ def mask_url(url: str) -> str:
     if parts.fragment:
         shown += "#" + parts.fragment
     return shown
+
+
+def _limits_json(limits: Mapping[str, TaskLimit] | None) -> str:
+    """The claim script's ARGV for ``limits``: JSON, or ``''`` when no task is limited."""
+    rules: dict[str, dict[str, float]] = {}
+    for task, rule in (limits or {}).items():
+        entry: dict[str, float] = {}
+        if rule.concurrency is not None:
+            entry["c"] = int(rule.concurrency)
+        if rule.rate is not None:
+            entry["r"] = int(rule.rate)
+            per = float(rule.per)
+            if math.isnan(per):
+                raise ConfigurationError(f"TaskLimit.per of {task!r} cannot be NaN")
+            entry["p"] = max(min(per, 1e300), -1e300)  # JSON has no infinity
+        if entry:
+            rules[task] = entry
+    return json.dumps(rules, allow_nan=False) if rules else ""
 
 
 def _positive(name: str, value: float) -> float:
@@ -369,13 +393,18 @@ class RedisBackend:
             return []
         return self._enqueue(list(jobs), now)
 
+    @staticmethod
+    def _job_args(job: Job) -> list[bytes | str | int]:
+        """``id, m, field, value, ...``: one job as the enqueue scripts read it."""
+        fields = encode_job(job)
+        fields += ["_rk", order_key(job.run_at) + job.id]
+        return [job.id, len(fields), *fields]
+
     def _enqueue(self, jobs: list[Job], now: float) -> list[Job]:
         # Encode everything first: a job that cannot be stored fails before any I/O.
         args: list[bytes | str | int] = [len(jobs)]
         for job in jobs:
-            fields = encode_job(job)
-            fields += ["_rk", order_key(job.run_at) + job.id]
-            args += [job.id, len(fields), *fields]
+            args += self._job_args(job)
         clients = self._current()
         bound = self.enqueue_timeout
         started = time.monotonic()
@@ -422,7 +451,14 @@ class RedisBackend:
 
     # -- worker -----------------------------------------------------------------
     def claim(
-        self, queues: Sequence[str], *, worker_id: str, now: float, lease: float, limit: int = 1
+        self,
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        limits: Mapping[str, TaskLimit] | None = None,
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
@@ -433,6 +469,9 @@ class RedisBackend:
             os.urandom(8).hex(),
             limit,
             PROMOTE_BATCH,
+            _limits_json(limits),
+            SKIP_MAX,
+            SKIP_PAGE,
             *queues,
         ]
         return self._jobs(self._run("claim", args))
@@ -495,19 +534,41 @@ class RedisBackend:
         ]
         return bool(self._run("fail", args))
 
+    def abort(
+        self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
+    ) -> bool:
+        args = [
+            float_text(now),
+            job_id,
+            token,
+            error,
+            "" if expires_at is None else float_text(expires_at),
+        ]
+        return bool(self._run("abort", args))
+
     def release(self, job_id: str, token: str, *, now: float) -> bool:
-        args = [float_text(now), job_id, token, order_key(now)]
-        return bool(self._run("release", args))
+        return bool(self._run("release", [float_text(now), job_id, token]))
 
     def rescue(
-        self, job_id: str, token: str, *, now: float, max_lost: int, error: str
+        self,
+        job_id: str,
+        token: str,
+        *,
+        now: float,
+        max_lost: int,
+        error: str,
+        expires_at: float | None = None,
     ) -> Job | None:
-        args = [float_text(now), job_id, token, max_lost, error, order_key(now)]
+        expiry = "" if expires_at is None else float_text(expires_at)
+        args = [float_text(now), job_id, token, max_lost, error, expiry]
         reply = self._run("rescue", args)
         return None if reply == 0 else decode_job(reply)
 
-    def rescue_expired(self, *, now: float, max_lost: int, error: str) -> list[Job]:
-        args = [float_text(now), max_lost, error, order_key(now), RESCUE_BATCH]
+    def rescue_expired(
+        self, *, now: float, max_lost: int, error: str, expires_at: float | None = None
+    ) -> list[Job]:
+        expiry = "" if expires_at is None else float_text(expires_at)
+        args = [float_text(now), max_lost, error, RESCUE_BATCH, expiry]
         out: list[Job] = []
         while True:
             batch = self._jobs(self._run("rescue_expired", args))
@@ -541,6 +602,20 @@ class RedisBackend:
         block = max(math.ceil(min(timeout, MAX_BLOCK) * 1000) / 1000, 0.001)
         with self._errors("a wait"):
             clients.blocking.blpop([self.keys.wake(q) for q in queues], timeout=block)
+
+    # -- periodic tasks -----------------------------------------------------------
+    def schedule_tick(self, name: str, tick: float, job: Job, *, now: float) -> Job | None:
+        args = [float_text(now), name, float_text(tick), *self._job_args(job)]
+        reply = self._run("schedule_tick", args)
+        if reply == -1:
+            return None
+        return job if reply == 0 else decode_job(reply)
+
+    def schedule_ticks(self) -> dict[str, float]:
+        clients = self._ready()
+        with self._errors("schedule_ticks"):
+            raw = clients.main.hgetall(self.keys.ticks)
+        return {name.decode(): float(value) for name, value in pairs(raw)}
 
     # -- operator ---------------------------------------------------------------
     def cancel(self, job_id: str, *, now: float) -> CancelResult:

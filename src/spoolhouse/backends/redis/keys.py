@@ -29,8 +29,18 @@ key                        type    content and invariant
 ``R ids``                  zset    ids of every job; score 0
 ``R running``              zset    running jobs with a lease; score ``lease_expires_at``
 ``R expiring``             zset    final jobs with an ``expires_at``; score ``expires_at``
-``R uniq``                 hash    unique key -> id of the live (pending/running) job holding it
+``R uniq``                 hash    unique key -> id of the job holding it: live (pending or
+                                   running), or succeeded (it holds the key until its
+                                   ``expires_at``, which the enqueue script checks); dropped
+                                   when that job fails, is cancelled or is deleted
 ``R counts``               hash    ``<state>:<queue>`` -> number of jobs (no zero entries)
+``R busy``                 hash    task -> number of running jobs of the task (no zero
+                                   entries); the concurrency limits of ``claim``
+``R started:<task>``       zset    jobs of the task that were ever claimed; score
+                                   ``started_at`` of the latest attempt, member id. The rate
+                                   limits of ``claim`` count the window and trim what is older;
+                                   a deleted job leaves it
+``R ticks``                hash    schedule name -> last tick recorded by ``schedule_tick``
 =========================  ======  ==========================================================
 
 The Lua scripts receive the fixed keys as ``KEYS`` (see :data:`FIXED`) and the
@@ -61,6 +71,9 @@ _RUNNING = "running"
 _EXPIRING = "expiring"
 _UNIQ = "uniq"
 _COUNTS = "counts"
+_BUSY = "busy"
+_STARTED = "started:"
+_TICKS = "ticks"
 
 #: The fixed keys every script receives, in ``KEYS`` order (Lua names in the prelude).
 FIXED = (
@@ -69,6 +82,8 @@ FIXED = (
     ("K_COUNTS", _COUNTS),
     ("K_RUNNING", _RUNNING),
     ("K_EXPIRING", _EXPIRING),
+    ("K_BUSY", _BUSY),
+    ("K_TICKS", _TICKS),
 )
 
 _PER_NAME = (
@@ -79,6 +94,7 @@ _PER_NAME = (
     ("k_wake", _WAKE),
     ("k_queue", _QUEUE),
     ("k_state", _STATE),
+    ("k_started", _STARTED),
 )
 
 
@@ -129,6 +145,9 @@ class Keyspace:
     def state(self, state: str) -> str:
         return self.root + _STATE + state
 
+    def started(self, task: str) -> str:
+        return self.root + _STARTED + task
+
     @property
     def ids(self) -> str:
         return self.root + _IDS
@@ -136,6 +155,14 @@ class Keyspace:
     @property
     def counts(self) -> str:
         return self.root + _COUNTS
+
+    @property
+    def busy(self) -> str:
+        return self.root + _BUSY
+
+    @property
+    def ticks(self) -> str:
+        return self.root + _TICKS
 
 
 def lua_prelude() -> str:

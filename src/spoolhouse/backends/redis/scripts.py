@@ -25,6 +25,7 @@ NAMES = (
     "complete",
     "retry",
     "fail",
+    "abort",
     "release",
     "rescue",
     "rescue_expired",
@@ -32,6 +33,7 @@ NAMES = (
     "requeue",
     "prune",
     "purge",
+    "schedule_tick",
 )
 
 
@@ -40,9 +42,9 @@ def _read(name: str) -> str:
 
 
 #: Scripts that may run when Redis is over ``maxmemory`` (Redis 7 script flags): every one
-#: but enqueue, so that workers can still claim, finish and prune (which frees memory)
-#: while new jobs are refused with ``StorageFull``.
-ALLOW_OOM = frozenset(NAMES) - {"enqueue"}
+#: but those that make new jobs (enqueue, schedule_tick), so that workers can still claim,
+#: finish and prune (which frees memory) while new jobs are refused with ``StorageFull``.
+ALLOW_OOM = frozenset(NAMES) - {"enqueue", "schedule_tick"}
 
 
 @cache
@@ -67,6 +69,7 @@ class Scripts:
     complete: Any
     retry: Any
     fail: Any
+    abort: Any
     release: Any
     rescue: Any
     rescue_expired: Any
@@ -74,6 +77,7 @@ class Scripts:
     requeue: Any
     prune: Any
     purge: Any
+    schedule_tick: Any
 
     @classmethod
     def register(cls, client: Any, flags: bool) -> Scripts:

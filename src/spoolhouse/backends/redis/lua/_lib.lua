@@ -1,6 +1,6 @@
 -- _lib.lua: helpers shared by every script; prepended after the generated key prelude.
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, named K_* by the prelude)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, named K_* by the prelude)
 -- ARGV: [1] root of every key (ROOT in the prelude); the rest belongs to each script
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
@@ -11,7 +11,12 @@
 --     (member _rk, found due) and `sched:<queue>` (not yet found due);
 --   * a running job with a lease expiry is in `running`;
 --   * a final job with an expiry is in `expiring`;
---   * `uniq[key] == id` exactly while the job holding `key` is live.
+--   * `busy[task]` is the number of running jobs of the task (entries at 0 removed);
+--   * `uniq[key] == id` while the job is live (pending or running) and after it
+--     succeeded (the enqueue script checks the holder's state and expires_at); the
+--     entry goes when the job fails or is cancelled (index) or is deleted (delete_job).
+-- Outside index/unindex: `started:<task>` holds the latest start of every claimed
+-- job of the task (claim.lua writes and trims it, delete_job removes the job).
 --
 -- Numbers computed here are written with %.17g so they read back as the very
 -- same double in Python.
@@ -20,13 +25,18 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
-local INDEXED = {'state', 'queue', 'key', 'run_at', 'priority', '_rk', 'lease_expires_at', 'expires_at'}
+local INDEXED = {'state', 'queue', 'key', 'run_at', 'priority', '_rk', 'lease_expires_at', 'expires_at',
+  'task'}
+
+-- Add `by` to a counter hash field; a field that reaches 0 (or less) is removed.
+local function bump(hash, field, by)
+  if redis.call('HINCRBY', hash, field, by) <= 0 then
+    redis.call('HDEL', hash, field)
+  end
+end
 
 local function count(state, queue, by)
-  local field = state .. ':' .. queue
-  if redis.call('HINCRBY', K_COUNTS, field, by) <= 0 then
-    redis.call('HDEL', K_COUNTS, field)
-  end
+  bump(K_COUNTS, state .. ':' .. queue, by)
 end
 
 local function unindex(id)
@@ -39,9 +49,6 @@ local function unindex(id)
   redis.call('ZREM', k_state(state), id)
   redis.call('ZREM', k_queue(queue), id)
   count(state, queue, -1)
-  if key and redis.call('HGET', K_UNIQ, key) == id then
-    redis.call('HDEL', K_UNIQ, key)
-  end
   if state == 'pending' then
     redis.call('ZREM', k_pending(queue), id)
     redis.call('ZREM', k_sched(queue), id)
@@ -50,6 +57,7 @@ local function unindex(id)
     end
   elseif state == 'running' then
     redis.call('ZREM', K_RUNNING, id)
+    bump(K_BUSY, f[9], -1)
   else
     redis.call('ZREM', K_EXPIRING, id)
   end
@@ -63,10 +71,16 @@ local function index(id, now, wake)
   redis.call('ZADD', k_state(state), 0, id)
   redis.call('ZADD', k_queue(queue), 0, id)
   count(state, queue, 1)
-  if state == 'pending' then
-    if key then
+  if key then
+    if state == 'failed' or state == 'cancelled' then
+      if redis.call('HGET', K_UNIQ, key) == id then
+        redis.call('HDEL', K_UNIQ, key)
+      end
+    else
       redis.call('HSET', K_UNIQ, key, id)
     end
+  end
+  if state == 'pending' then
     redis.call('ZADD', k_pending(queue), f[4], id)
     if tonumber(f[4]) <= now then
       redis.call('ZADD', k_ready(queue), 0 - tonumber(f[5]), f[6])
@@ -75,12 +89,10 @@ local function index(id, now, wake)
     end
     wake[queue] = (wake[queue] or 0) + 1
   elseif state == 'running' then
-    if key then
-      redis.call('HSET', K_UNIQ, key, id)
-    end
     if f[7] then
       redis.call('ZADD', K_RUNNING, f[7], id)
     end
+    bump(K_BUSY, f[9], 1)
   elseif f[8] then
     redis.call('ZADD', K_EXPIRING, f[8], id)
   end
@@ -112,27 +124,96 @@ local function held(id, token)
   return false, false
 end
 
--- The worker holding a running job died: back to pending (due now), or to failed
--- when attempts or losses are used up. `now_s` is the time as sent by the client.
-local function rescue_one(id, now_s, max_lost, err, rk_head, wake)
+-- Set or clear (`value` = '') an optional field of a job hash.
+local function set_or_clear(jk, field, value)
+  if value ~= '' then
+    redis.call('HSET', jk, field, value)
+  else
+    redis.call('HDEL', jk, field)
+  end
+end
+
+-- running -> a final state with an error (fail: 'failed', abort: 'cancelled');
+-- `expires_at` is '' for none. The caller checked the lease.
+local function finish(id, state, now_s, err, expires_at)
+  local jk = k_job(id)
+  unindex(id)
+  redis.call('HSET', jk, 'state', state, 'error', err, 'finished_at', now_s)
+  set_or_clear(jk, 'expires_at', expires_at)
+  redis.call('HDEL', jk, 'lease', 'lease_expires_at')
+  index(id, tonumber(now_s), {})
+end
+
+-- The worker holding a running job died: back to pending, or to failed when attempts
+-- or losses are used up (expiring at `expires_at`, '' for never). A pending job keeps
+-- its run_at (and _rk): it was due when claimed, so it is due again at once and keeps
+-- its place ahead of younger jobs. `now_s` is the time as sent by the client.
+local function rescue_one(id, now_s, max_lost, err, expires_at, wake)
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'attempt', 'max_attempts', 'lost')
   local lost = tonumber(f[3] or '0') + 1
   unindex(id)
   if tonumber(f[1]) >= tonumber(f[2]) or lost >= max_lost then
     redis.call('HSET', jk, 'state', 'failed', 'lost', fmt(lost), 'error', err, 'finished_at', now_s)
+    set_or_clear(jk, 'expires_at', expires_at)
     redis.call('HDEL', jk, 'lease', 'lease_expires_at')
   else
-    redis.call('HSET', jk, 'state', 'pending', 'lost', fmt(lost), 'error', err,
-      'run_at', now_s, '_rk', rk_head .. id)
+    redis.call('HSET', jk, 'state', 'pending', 'lost', fmt(lost), 'error', err)
     redis.call('HDEL', jk, 'lease', 'lease_expires_at', 'worker_id')
   end
   index(id, tonumber(now_s), wake)
   return redis.call('HGETALL', jk)
 end
 
--- Remove a job and every index entry of it.
+-- Remove a job and every index entry of it (its unique key and its start included).
 local function delete_job(id)
+  local jk = k_job(id)
+  local f = redis.call('HMGET', jk, 'key', 'task')
   unindex(id)
-  redis.call('DEL', k_job(id))
+  if f[1] and redis.call('HGET', K_UNIQ, f[1]) == id then
+    redis.call('HDEL', K_UNIQ, f[1])
+  end
+  if f[2] then
+    redis.call('ZREM', k_started(f[2]), id)
+  end
+  redis.call('DEL', jk)
+end
+
+-- The job holding unique `key` under `now`, as its HGETALL, or nil when the key is
+-- free: live, or succeeded with no expires_at or one later than now.
+local function key_holder(key, now)
+  local holder = redis.call('HGET', K_UNIQ, key)
+  if not holder then
+    return nil
+  end
+  local jk = k_job(holder)
+  local f = redis.call('HMGET', jk, 'state', 'expires_at')
+  local state = f[1]
+  if state == 'pending' or state == 'running'
+    or (state == 'succeeded' and (not f[2] or tonumber(f[2]) > now)) then
+    return redis.call('HGETALL', jk)
+  end
+  return nil -- expired, final or dangling: the next job with the key takes the entry
+end
+
+-- Store one job given as field/value pairs in ARGV[first..last] (with _rk), unless
+-- its id is already stored or its unique key is held. Returns 0 when stored as
+-- given, else the HGETALL of the stored job returned instead (nothing changed).
+local function put_job(id, first, last, now, wake)
+  local jk = k_job(id)
+  if redis.call('EXISTS', jk) == 1 then
+    return redis.call('HGETALL', jk)
+  end
+  for p = first, last, 2 do
+    if ARGV[p] == 'key' then
+      local holder = key_holder(ARGV[p + 1], now)
+      if holder then
+        return holder
+      end
+      break
+    end
+  end
+  redis.call('HSET', jk, unpack(ARGV, first, last))
+  index(id, now, wake)
+  return 0
 end

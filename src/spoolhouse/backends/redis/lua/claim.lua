@@ -1,21 +1,65 @@
 -- claim.lua: move up to `limit` due jobs to running, serving queues in the order given.
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] lease_expires_at  [4] worker_id  [5] token head
---       [6] limit  [7] most scheduled jobs promoted per queue  [8..] queue names
+--       [6] limit  [7] most scheduled jobs promoted per queue  [8] per-task limits as
+--       JSON, {"<task>": {"c": concurrency, "r": rate, "p": per}} (c and r optional),
+--       or '' for none  [9] most blocked jobs skipped per queue  [10] page size of
+--       the ready-set scan  [11..] queue names
 -- Returns: the HGETALL of each claimed job, in claim order.
 -- Invariants: a job is claimed only when pending with run_at <= now; within a queue
 --          the order is priority desc, run_at asc, id asc (the ready zset order);
 --          each claim bumps attempt and sets a token unique to this call and job;
 --          jobs that are not due under this `now` (the clock went back) return to
---          the sched zset.
+--          the sched zset; every claim records the start in started:<task> (score
+--          now, replacing the job's earlier start); a task with limits never gets
+--          more than min(c - busy[task], r - starts within (now - p, +inf)) jobs;
+--          jobs of a task at its limit stay where they are in the ready set and
+--          the scan goes on behind them, up to [9] of them per queue.
 
 local now = tonumber(ARGV[2])
 local limit = tonumber(ARGV[6])
 local promote = tonumber(ARGV[7])
+local limits = {}
+if ARGV[8] ~= '' then
+  limits = cjson.decode(ARGV[8])
+end
+local skip_max = tonumber(ARGV[9])
+local page = tonumber(ARGV[10])
 local out = {}
 local none = {}
-for qi = 8, #ARGV do
+
+-- allowance[task]: jobs of the task this call may still start; false = unlimited
+local allowance = {}
+local function allowed(task)
+  local left = allowance[task]
+  if left ~= nil then
+    return left
+  end
+  local rule = limits[task]
+  left = false
+  if type(rule) == 'table' then
+    if type(rule.c) == 'number' then
+      left = rule.c - tonumber(redis.call('HGET', K_BUSY, task) or '0')
+    end
+    if type(rule.r) == 'number' then
+      local sk = k_started(task)
+      -- starts at or before now - per are outside every window this `now` asks about
+      redis.call('ZREMRANGEBYSCORE', sk, '-inf', fmt(now - rule.p))
+      local recent = rule.r - redis.call('ZCARD', sk)
+      if left == false or recent < left then
+        left = recent
+      end
+    end
+    if left ~= false and left < 0 then
+      left = 0
+    end
+  end
+  allowance[task] = left
+  return left
+end
+
+for qi = 11, #ARGV do
   if #out >= limit then
     break
   end
@@ -30,27 +74,47 @@ for qi = 8, #ARGV do
       redis.call('ZADD', ready, 0 - tonumber(f[2]), f[3])
     end
   end
-  while #out < limit do
-    local top = redis.call('ZRANGE', ready, 0, 0)
-    if #top == 0 then
+  -- Every entry looked at leaves the ready set (claimed, dangling or not due) except
+  -- the blocked ones, which stay in front: the next page starts after them.
+  local skipped = 0
+  while #out < limit and skipped < skip_max do
+    local size = page
+    if skipped == 0 and limit - #out < page then
+      size = limit - #out
+    end
+    local members = redis.call('ZRANGE', ready, skipped, skipped + size - 1)
+    if #members == 0 then
       break
     end
-    local member = top[1]
-    local id = string.sub(member, 17)
-    local jk = k_job(id)
-    local f = redis.call('HMGET', jk, 'state', 'run_at', 'attempt', '_rk')
-    if f[1] ~= 'pending' or f[4] ~= member then
-      redis.call('ZREM', ready, member) -- dangling entry
-    elseif tonumber(f[2]) > now then
-      redis.call('ZREM', ready, member)
-      redis.call('ZADD', sched, f[2], id)
-    else
-      unindex(id)
-      redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[3]) + 1),
-        'started_at', ARGV[2], 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
-        'lease_expires_at', ARGV[3])
-      index(id, now, none)
-      out[#out + 1] = redis.call('HGETALL', jk)
+    for _, member in ipairs(members) do
+      if #out >= limit or skipped >= skip_max then
+        break
+      end
+      local id = string.sub(member, 17)
+      local jk = k_job(id)
+      local f = redis.call('HMGET', jk, 'state', 'run_at', 'attempt', '_rk', 'task')
+      if f[1] ~= 'pending' or f[4] ~= member then
+        redis.call('ZREM', ready, member) -- dangling entry
+      elseif tonumber(f[2]) > now then
+        redis.call('ZREM', ready, member)
+        redis.call('ZADD', sched, f[2], id)
+      else
+        local left = allowed(f[5])
+        if left == 0 then
+          skipped = skipped + 1
+        else
+          if left then
+            allowance[f[5]] = left - 1
+          end
+          unindex(id)
+          redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[3]) + 1),
+            'started_at', ARGV[2], 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
+            'lease_expires_at', ARGV[3])
+          index(id, now, none)
+          redis.call('ZADD', k_started(f[5]), ARGV[2], id)
+          out[#out + 1] = redis.call('HGETALL', jk)
+        end
+      end
     end
   end
 end

@@ -1,22 +1,13 @@
 -- fail.lua: running -> failed (the dead letter state).
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] error  [6] expires_at, or '' for none
 -- Returns: 1, or 0 when the token is not current (nothing changed).
--- Invariants: fencing by token; the unique key is freed.
+-- Invariants: fencing by token; the unique key is freed; the job leaves the task's
+--          running count.
 
-local id = ARGV[3]
-if not held(id, ARGV[4]) then
+if not held(ARGV[3], ARGV[4]) then
   return 0
 end
-local jk = k_job(id)
-unindex(id)
-redis.call('HSET', jk, 'state', 'failed', 'error', ARGV[5], 'finished_at', ARGV[2])
-if ARGV[6] ~= '' then
-  redis.call('HSET', jk, 'expires_at', ARGV[6])
-else
-  redis.call('HDEL', jk, 'expires_at')
-end
-redis.call('HDEL', jk, 'lease', 'lease_expires_at')
-index(id, tonumber(ARGV[2]), {})
+finish(ARGV[3], 'failed', ARGV[2], ARGV[5], ARGV[6])
 return 1

@@ -1,10 +1,11 @@
 -- prune.lua: delete up to `limit` final jobs whose expires_at <= now.
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] limit
 -- Returns: how many jobs were deleted.
 -- Invariants: only final jobs are in the expiring zset (scored by expires_at), so
---          live jobs are never pruned; a deleted job leaves no index entry.
+--          live jobs are never pruned; a deleted job leaves no index entry (nor its
+--          uniq entry, nor its start in started:<task>).
 
 local ids = redis.call('ZRANGEBYSCORE', K_EXPIRING, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 local n = 0

@@ -1,9 +1,11 @@
--- release.lua: running -> pending, due now, the attempt given back (worker shutdown).
+-- release.lua: running -> pending, the attempt given back (worker shutdown).
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
--- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] _rk head (now in order-preserving hex)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- ARGV: [1] root  [2] now  [3] job id  [4] token
 -- Returns: 1, or 0 when the token is not current (nothing changed).
--- Invariants: fencing by token; the job keeps its unique key; workers are woken.
+-- Invariants: fencing by token; the job keeps its unique key and its run_at (and _rk):
+--          it was due when claimed, so it is due now and keeps its place ahead of
+--          younger jobs; workers are woken.
 
 local id = ARGV[3]
 if not held(id, ARGV[4]) then
@@ -12,8 +14,7 @@ end
 local jk = k_job(id)
 local attempt = tonumber(redis.call('HGET', jk, 'attempt')) - 1
 unindex(id)
-redis.call('HSET', jk, 'state', 'pending', 'run_at', ARGV[2], '_rk', ARGV[5] .. id,
-  'attempt', fmt(attempt))
+redis.call('HSET', jk, 'state', 'pending', 'attempt', fmt(attempt))
 redis.call('HDEL', jk, 'lease', 'lease_expires_at', 'worker_id')
 local wake = {}
 index(id, tonumber(ARGV[2]), wake)

@@ -1,10 +1,12 @@
 -- requeue.lua: failed or cancelled -> pending, due now, attempts and losses reset.
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] _rk head (now in order-preserving hex)
 -- Returns: 1, or 0 when the job is missing, in another state, or its unique key
 --          is held by another live job.
--- Invariants: at most one live job per unique key; workers are woken.
+-- Invariants: at most one live job per unique key; a succeeded job holding the key
+--          does not prevent the requeue: the requeued job takes the uniq entry;
+--          workers are woken.
 
 local id = ARGV[3]
 local jk = k_job(id)
@@ -12,8 +14,14 @@ local f = redis.call('HMGET', jk, 'state', 'key')
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' then
   return 0
 end
-if f[2] and redis.call('HEXISTS', K_UNIQ, f[2]) == 1 then
-  return 0
+if f[2] then
+  local holder = redis.call('HGET', K_UNIQ, f[2])
+  if holder and holder ~= id then
+    local state = redis.call('HGET', k_job(holder), 'state')
+    if state == 'pending' or state == 'running' then
+      return 0
+    end
+  end
 end
 unindex(id)
 redis.call('HSET', jk, 'state', 'pending', 'run_at', ARGV[2], '_rk', ARGV[4] .. id,

@@ -1,11 +1,12 @@
 -- rescue.lua: the worker holding the token died: running -> pending (due now) or failed.
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] max_lost  [6] error
---       [7] _rk head (now in order-preserving hex)
+--       [7] expires_at of a job that fails, or '' for none
 -- Returns: the HGETALL of the new record, or 0 when the token is not current.
 -- Invariants: fencing by token; lost + 1; fails when attempt >= max_attempts or
---          lost >= max_lost; a failed job frees its unique key.
+--          lost >= max_lost, then expiring at [7]; a failed job frees its unique key;
+--          a job put back keeps its run_at (its place in the queue).
 
 local id = ARGV[3]
 if not held(id, ARGV[4]) then

@@ -1,19 +1,19 @@
 -- rescue_expired.lua: rescue (see rescue.lua) a batch of running jobs whose lease
 -- expired strictly before now.
 --
--- KEYS: ids, uniq, counts, running, expiring (the fixed keys, see keys.py)
--- ARGV: [1] root  [2] now  [3] max_lost  [4] error  [5] _rk head (now in
---       order-preserving hex)  [6] batch size
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- ARGV: [1] root  [2] now  [3] max_lost  [4] error  [5] batch size  [6] expires_at
+--       of a job that fails, or '' for none
 -- Returns: the HGETALL of each rescued job; fewer than the batch size means done.
 -- Invariants: as rescue.lua; the running zset is scored by lease_expires_at, so the
 --          range (-inf, now) is exactly the expired leases.
 
-local ids = redis.call('ZRANGEBYSCORE', K_RUNNING, '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[6]))
+local ids = redis.call('ZRANGEBYSCORE', K_RUNNING, '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))
 local out = {}
 local wake = {}
 for _, id in ipairs(ids) do
   if redis.call('HGET', k_job(id), 'state') == 'running' then
-    out[#out + 1] = rescue_one(id, ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], wake)
+    out[#out + 1] = rescue_one(id, ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[6], wake)
   else
     redis.call('ZREM', K_RUNNING, id) -- dangling entry
   end

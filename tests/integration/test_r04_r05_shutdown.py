@@ -13,6 +13,9 @@ back, lost 0, not failed), B runs them <= S + 2 s after the release, A exits
 the jobs go (dup = 0: the jobs are let finish as soon as B runs them, so an
 execution A kept running would show in the ledger).
 
+R4c: one SIGTERM to the whole process group (systemd's KillMode=control-group)
+is still a warm stop: running jobs finish.
+
 R5: as R4b, with a second SIGTERM 1 s after the first. Pass: A exits <= 2 s
 after the second signal, the leases are released at once (not after L), B
 re-runs them <= S + 2 s after the release, lost = 0, dup = 0.
@@ -215,13 +218,6 @@ def test_r05_cold_stop_releases_leases_at_once(sc: Scenario) -> None:
         _finish(sc, held, "R5 cold stop", figures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library finding: one SIGTERM to the whole process group (systemd's default "
-    "KillMode=control-group, `kill -TERM -PGID`) reaches each worker process twice, directly "
-    "and forwarded by the supervisor, so a warm stop becomes a cold one: running jobs are "
-    "interrupted and released at once instead of getting shutdown_timeout",
-)
 def test_r04_sigterm_to_the_process_group_is_a_warm_stop(sc: Scenario) -> None:
     worker = sc.procs.worker(processes=1, threads=2, shutdown_timeout=30.0)
     worker.wait_children()
@@ -230,6 +226,7 @@ def test_r04_sigterm_to_the_process_group_is_a_warm_stop(sc: Scenario) -> None:
     ids = {h.id for h in sp.registry.get("sleepy").spool_many([(i, 3.0) for i in range(2)])}
     sp.close()
     wait_until(lambda: len(_started_by(sc, ids)) == 2, 20, message="2 jobs running")
+    # what systemd (KillMode=control-group) and `kill -TERM -PGID` do: every process gets it
     os.killpg(worker.pid, signal.SIGTERM)  # our own session: the group is the supervisor's
     assert worker.wait_exit(40) == 0
     assert {e.job_id for e in sc.ledger.finished()} == ids, "running jobs were not let finish"

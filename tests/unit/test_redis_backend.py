@@ -397,6 +397,7 @@ def test_keyspace_names() -> None:
         "{app}:expiring",
         "{app}:busy",
         "{app}:ticks",
+        "{app}:uniq_done",
     ]
     assert ks.started("t.x") == "{app}:started:t.x"
 
@@ -584,6 +585,9 @@ def test_a_full_redis_refuses_enqueues_but_lets_workers_drain(private_redis: Any
     assert b.get(refused.id) is None
     with pytest.raises(StorageFull):
         b.enqueue_many([make_job(), make_job()], now=NOW)
+    with pytest.raises(StorageFull):
+        b.schedule_tick("s", NOW, make_job(), now=NOW)
+    assert b.schedule_ticks() == {}
     assert b.counts() == {"default": {"pending": len(stored)}}
     if not b._flags:
         pytest.skip("workers drain a full Redis only with Redis 7 script flags")
@@ -715,3 +719,322 @@ def test_close_from_a_forked_child_leaves_the_parent_alone(rb: RedisBackend) -> 
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert rb.counts() == {"default": {"pending": 1}}
+
+
+# -- unique keys, limits and ticks: the bookkeeping behind the contract -----------------------
+
+
+def _hash(rb: RedisBackend, key: str) -> dict[str, str]:
+    raw = rb._current().main.hgetall(key)
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _zset(rb: RedisBackend, key: str) -> dict[str, float]:
+    return {m.decode(): s for m, s in rb._current().main.zrange(key, 0, -1, withscores=True)}
+
+
+def test_unique_key_entries_follow_the_holder(rb: RedisBackend) -> None:
+    root = rb.keys.root
+    first = rb.enqueue(make_job(key="k"), now=NOW)
+    assert _hash(rb, root + "uniq") == {"k": first.id}
+    [claimed] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert claimed.lease is not None
+    assert rb.complete(claimed.id, claimed.lease, now=NOW, result=None, expires_at=NOW + 10)
+    assert _hash(rb, root + "uniq") == {}
+    assert _hash(rb, root + "uniq_done") == {"k": first.id}
+    # expired: a new job takes the key, the finished one stays until pruned
+    second = rb.enqueue(make_job(key="k"), now=NOW + 10)
+    assert second.id != first.id
+    assert _hash(rb, root + "uniq") == {"k": second.id}
+    assert rb.prune(now=NOW + 10) == 1
+    assert _hash(rb, root + "uniq_done") == {}
+    assert rb.cancel(second.id, now=NOW) == "cancelled"
+    assert _hash(rb, root + "uniq") == {}
+
+
+def test_a_requeued_job_fails_again_and_the_succeeded_holder_keeps_the_key(
+    rb: RedisBackend,
+) -> None:
+    failed = rb.enqueue(make_job(key="k"), now=NOW)
+    [c] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert c.lease and rb.fail(c.id, c.lease, now=NOW, error="{}", expires_at=None)
+    done = rb.enqueue(make_job(key="k"), now=NOW)
+    [c] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert c.lease and rb.complete(c.id, c.lease, now=NOW, result=None, expires_at=NOW + 100)
+    # a succeeded holder does not stop a requeue (only a live one does) ...
+    assert rb.requeue(failed.id, now=NOW + 1)
+    assert rb.enqueue(make_job(key="k"), now=NOW + 1).id == failed.id
+    [c] = rb.claim(["default"], worker_id="w", now=NOW + 1, lease=30)
+    assert c.lease and rb.abort(c.id, c.lease, now=NOW + 2, error="{}", expires_at=None)
+    # ... and once the requeued job is final again, the succeeded one still holds the key
+    assert rb.enqueue(make_job(key="k"), now=NOW + 3).id == done.id
+    assert rb.enqueue(make_job(key="k"), now=NOW + 100).id not in (done.id, failed.id)
+
+
+def test_the_succeeded_job_that_expires_last_holds_the_key(rb: RedisBackend) -> None:
+    def succeed(expires_at: float | None) -> Job:
+        job = rb.enqueue(make_job(key="k"), now=NOW)
+        [c] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+        assert c.id == job.id and c.lease
+        assert rb.complete(c.id, c.lease, now=NOW, result=None, expires_at=expires_at)
+        return job
+
+    # two succeeded jobs with one key: only possible through a requeue
+    long = succeed(NOW + 100)
+    other = rb.enqueue(make_job(key="x"), now=NOW)
+    assert rb.cancel(other.id, now=NOW) == "cancelled"
+    client = rb._current().main
+    client.hset(rb.keys.job(other.id), "key", "k")  # a cancelled job with the same key
+    assert rb.requeue(other.id, now=NOW)
+    [c] = rb.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert c.lease and rb.complete(c.id, c.lease, now=NOW, result=None, expires_at=NOW + 50)
+    assert rb.enqueue(make_job(key="k"), now=NOW + 60).id == long.id
+
+
+def test_running_counts_and_starts_follow_every_transition(rb: RedisBackend) -> None:
+    root = rb.keys.root
+    rb.enqueue_many([make_job(task="a", max_attempts=5) for _ in range(6)], now=NOW)
+    jobs = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=6)
+    assert _hash(rb, root + "busy") == {"a": "6"}
+    assert set(_zset(rb, rb.keys.started("a"))) == {j.id for j in jobs}
+    tokens = [j.lease or "" for j in jobs]
+    assert rb.complete(jobs[0].id, tokens[0], now=NOW, result=None, expires_at=NOW)
+    assert rb.fail(jobs[1].id, tokens[1], now=NOW, error="{}", expires_at=NOW)
+    assert rb.abort(jobs[2].id, tokens[2], now=NOW, error="{}", expires_at=NOW)
+    assert rb.retry(jobs[3].id, tokens[3], now=NOW, run_at=NOW + 1, error="{}")
+    assert rb.release(jobs[4].id, tokens[4], now=NOW)
+    assert rb.rescue(jobs[5].id, tokens[5], now=NOW, max_lost=5, error="{}") is not None
+    assert _hash(rb, root + "busy") == {}
+    # a job started again replaces its own start: it counts once
+    again = rb.claim(["default"], worker_id="w", now=NOW + 2, lease=30, limit=6)
+    assert len(again) == 3
+    starts = _zset(rb, rb.keys.started("a"))
+    assert len(starts) == 6 and sorted(starts.values()) == [NOW] * 3 + [NOW + 2] * 3
+    assert rb.prune(now=NOW) == 3
+    assert set(_zset(rb, rb.keys.started("a"))) == {j.id for j in again}
+    for j in again:
+        assert j.lease and rb.fail(j.id, j.lease, now=NOW, error="{}", expires_at=None)
+    assert rb.purge(states=["failed"]) == 3
+    assert _zset(rb, rb.keys.started("a")) == {}
+    assert rb.counts() == {}
+
+
+def test_a_rate_limited_claim_trims_starts_outside_the_window(rb: RedisBackend) -> None:
+    rb.enqueue_many([make_job(task="r") for _ in range(4)], now=NOW)
+    limits = {"r": backend_module.TaskLimit(rate=2, per=10)}
+    first = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=4, limits=limits)
+    assert len(first) == 2
+    assert rb.claim(["default"], worker_id="w", now=NOW + 10, lease=30, limit=4, limits=limits)
+    assert len(_zset(rb, rb.keys.started("r"))) == 2  # the two of NOW were trimmed
+
+
+def test_claim_skips_blocked_jobs_page_by_page_up_to_its_bound(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "SKIP_PAGE", 2)
+    monkeypatch.setattr(backend_module, "SKIP_MAX", 5)
+    limits = {"slow": backend_module.TaskLimit(concurrency=1)}
+    rb.enqueue_many([make_job(task="slow", priority=9) for _ in range(6)], now=NOW)
+    fast = [make_job(task="fast", run_at=NOW - 10 + i) for i in range(3)]
+    rb.enqueue_many(fast, now=NOW)
+    [slow] = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limits=limits)
+    assert slow.task == "slow"
+    # five slow jobs wait in front of the fast ones: within the bound, every fast one is found
+    got = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=5, limits=limits)
+    assert [j.id for j in got] == [j.id for j in fast]
+    rb.enqueue_many([make_job(task="slow", priority=9), make_job(task="fast")], now=NOW)
+    # now six wait in front: past the bound, the fast job waits for a later claim
+    assert rb.claim(["default"], worker_id="w", now=NOW, lease=30, limits=limits) == []
+    assert [j.task for j in rb.claim(["default"], worker_id="w", now=NOW, lease=30)] == ["slow"]
+    [late] = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limits=limits)
+    assert late.task == "fast"
+
+
+def test_limits_apply_across_queues_and_never_overshoot_in_one_claim(rb: RedisBackend) -> None:
+    rb.enqueue_many([make_job(task="c", queue=q) for q in ("a", "b", "a", "b")], now=NOW)
+    limits = {"c": backend_module.TaskLimit(concurrency=3, rate=5, per=60)}
+    got = rb.claim(["a", "b"], worker_id="w", now=NOW, lease=30, limit=10, limits=limits)
+    assert [j.queue for j in got] == ["a", "a", "b"]
+    assert rb.claim(["b"], worker_id="w", now=NOW, lease=30, limit=10, limits=limits) == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "claimed"),
+    [
+        (backend_module.TaskLimit(), 3),
+        (backend_module.TaskLimit(concurrency=0), 0),
+        (backend_module.TaskLimit(rate=1, per=math.inf), 1),
+        (backend_module.TaskLimit(rate=5, per=0), 3),
+    ],
+)
+def test_odd_limits(rb: RedisBackend, rule: Any, claimed: int) -> None:
+    rb.enqueue_many([make_job(task="t") for _ in range(3)], now=NOW)
+    got = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=3, limits={"t": rule})
+    assert len(got) == claimed
+
+
+def test_limits_json() -> None:
+    to_json = backend_module._limits_json
+    assert to_json(None) == "" and to_json({}) == ""
+    assert to_json({"t": backend_module.TaskLimit()}) == ""
+    assert to_json({"t": backend_module.TaskLimit(concurrency=2, rate=3, per=0.5)}) == (
+        '{"t": {"c": 2, "r": 3, "p": 0.5}}'
+    )
+    with pytest.raises(ConfigurationError):
+        to_json({"t": backend_module.TaskLimit(rate=1, per=math.nan)})
+
+
+def test_schedule_ticks_are_stored_exactly(rb: RedisBackend) -> None:
+    tick = NOW + 0.1 + 0.2
+    job = make_job()
+    assert rb.schedule_tick("a:b {c}", tick, job, now=tick) == job
+    assert rb.schedule_ticks() == {"a:b {c}": tick}
+    # an id already stored: the tick is recorded, the stored job returned
+    assert rb.schedule_tick("a:b {c}", tick + 60, job.replace(queue="x"), now=tick) == job
+    assert rb.schedule_ticks() == {"a:b {c}": tick + 60}
+
+
+# -- the reference backend and the Redis backend agree on random histories --------------------
+
+_LIMIT_CHOICES: list[dict[str, Any] | None] = [
+    None,
+    {"a": backend_module.TaskLimit(concurrency=1)},
+    {"a": backend_module.TaskLimit(concurrency=2), "b": backend_module.TaskLimit(rate=2, per=5)},
+    {"b": backend_module.TaskLimit(concurrency=1, rate=3, per=8.5), "c": backend_module.TaskLimit(rate=1)},
+]
+
+
+def _shown(job: Job) -> Job:
+    return job.replace(lease=None if job.lease is None else "held")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) -> None:
+    import random
+
+    from spoolhouse.backends.memory import MemoryBackend
+
+    rnd = random.Random(seed)
+    mem = MemoryBackend()
+    now = NOW
+    tokens: dict[str, tuple[str, str]] = {}  # id -> (memory token, redis token)
+    ids: list[str] = []
+
+    def new_job() -> Job:
+        job = Job(
+            id=new_job_id(now + len(ids) / 1000),
+            task=rnd.choice("abc"),
+            queue=rnd.choice(["q1", "q2"]),
+            payload=b"p",
+            priority=rnd.randint(0, 2),
+            run_at=now + rnd.choice([-2, 0, 0, 1, 3]),
+            max_attempts=rnd.randint(1, 3),
+            key=rnd.choice([None, None, "k1", "k2", "k3"]),
+            created_at=now,
+            result_ttl=rnd.choice([None, 5.0, 20.0]),
+        )
+        ids.append(job.id)
+        return job
+
+    def same_enqueue(given: Job, a: Job, b: Job) -> None:
+        if a.id == given.id or b.id == given.id:
+            assert a.id == b.id
+        else:  # a holder of the key: with two holders, either may be returned
+            assert a.key == b.key == given.key
+
+    def held() -> list[tuple[str, str, str]]:
+        return [(i, *tokens[i]) for i in ids if i in tokens]
+
+    for step in range(250):
+        now += rnd.choice([0, 0.5, 1, 2])
+        op = rnd.random()
+        where = f"seed {seed} step {step}"
+        if op < 0.2:
+            job = new_job()
+            same_enqueue(job, mem.enqueue(job, now=now), rb.enqueue(job, now=now))
+        elif op < 0.27:
+            batch = [new_job() for _ in range(rnd.randint(1, 3))]
+            if ids and rnd.random() < 0.3:
+                stored = mem.get(rnd.choice(ids))
+                if stored is not None:
+                    batch.append(stored.replace(queue="q2", priority=7))
+            for given, a, b in zip(
+                batch, mem.enqueue_many(batch, now=now), rb.enqueue_many(batch, now=now), strict=True
+            ):
+                same_enqueue(given, a, b)
+        elif op < 0.5:
+            queues = rnd.sample(["q1", "q2"], rnd.randint(1, 2))
+            limits = rnd.choice(_LIMIT_CHOICES)
+            limit = rnd.randint(1, 3)
+            a_jobs = mem.claim(queues, worker_id="w", now=now, lease=10, limit=limit, limits=limits)
+            b_jobs = rb.claim(queues, worker_id="w", now=now, lease=10, limit=limit, limits=limits)
+            assert [j.id for j in a_jobs] == [j.id for j in b_jobs], where
+            for ja, jb in zip(a_jobs, b_jobs, strict=True):
+                assert ja.lease and jb.lease
+                tokens[ja.id] = (ja.lease, jb.lease)
+        elif op < 0.72 and held():
+            jid, ta, tb = rnd.choice(held())
+            if rnd.random() < 0.1:
+                ta = tb = "stale"
+            kind = rnd.choice(["complete", "fail", "abort", "retry", "release", "rescue"])
+            expires = rnd.choice([None, now + 4])
+            if kind == "complete":
+                ra: object = mem.complete(jid, ta, now=now, result=b"r", expires_at=expires)
+                rr: object = rb.complete(jid, tb, now=now, result=b"r", expires_at=expires)
+            elif kind in ("fail", "abort"):
+                ra = getattr(mem, kind)(jid, ta, now=now, error="{}", expires_at=expires)
+                rr = getattr(rb, kind)(jid, tb, now=now, error="{}", expires_at=expires)
+            elif kind == "retry":
+                at, count = now + rnd.choice([0, 2]), rnd.random() < 0.7
+                ra = mem.retry(jid, ta, now=now, run_at=at, error="{}", count=count)
+                rr = rb.retry(jid, tb, now=now, run_at=at, error="{}", count=count)
+            elif kind == "release":
+                ra = mem.release(jid, ta, now=now)
+                rr = rb.release(jid, tb, now=now)
+            else:
+                got_a = mem.rescue(jid, ta, now=now, max_lost=2, error="{}", expires_at=expires)
+                got_b = rb.rescue(jid, tb, now=now, max_lost=2, error="{}", expires_at=expires)
+                ra = None if got_a is None else _shown(got_a)
+                rr = None if got_b is None else _shown(got_b)
+            assert ra == rr, (where, kind)
+        elif op < 0.77:
+            expires = rnd.choice([None, now + 4])
+            a_list = mem.rescue_expired(now=now, max_lost=2, error="{}", expires_at=expires)
+            b_list = rb.rescue_expired(now=now, max_lost=2, error="{}", expires_at=expires)
+            assert sorted(map(_shown, a_list), key=lambda j: j.id) == sorted(
+                map(_shown, b_list), key=lambda j: j.id
+            ), where
+        elif op < 0.8 and held():
+            leases = {i: t for i, t, _ in held()}
+            leases_b = {i: t for i, _, t in held()}
+            assert mem.extend_leases(leases, now=now, lease=10) == rb.extend_leases(
+                leases_b, now=now, lease=10
+            ), where
+        elif op < 0.85 and ids:
+            jid = rnd.choice(ids)
+            assert mem.cancel(jid, now=now) == rb.cancel(jid, now=now), where
+        elif op < 0.9 and ids:
+            jid = rnd.choice(ids)
+            assert mem.requeue(jid, now=now) == rb.requeue(jid, now=now), where
+        elif op < 0.94:
+            assert mem.prune(now=now) == rb.prune(now=now), where
+        elif op < 0.96:
+            states = rnd.sample(["succeeded", "failed", "cancelled"], rnd.randint(1, 2))
+            assert mem.purge(states=states, before=now - 3) == rb.purge(
+                states=states, before=now - 3
+            ), where
+        else:
+            name = rnd.choice(["s1", "s2"])
+            tick = math.floor(now / 4) * 4 - rnd.choice([0, 0, 4])
+            for _ in range(rnd.randint(1, 2)):  # the same tick again: nothing happens
+                job = new_job()
+                a = mem.schedule_tick(name, tick, job, now=now)
+                b = rb.schedule_tick(name, tick, job, now=now)
+                assert (a is None) == (b is None), where
+                if a is not None and b is not None:
+                    same_enqueue(job, a, b)
+            assert mem.schedule_ticks() == rb.schedule_ticks(), where
+        assert [_shown(j) for j in mem.list_jobs(limit=10_000)] == [
+            _shown(j) for j in rb.list_jobs(limit=10_000)
+        ], where
+        assert mem.counts() == rb.counts(), where

@@ -29,10 +29,11 @@ key                        type    content and invariant
 ``R ids``                  zset    ids of every job; score 0
 ``R running``              zset    running jobs with a lease; score ``lease_expires_at``
 ``R expiring``             zset    final jobs with an ``expires_at``; score ``expires_at``
-``R uniq``                 hash    unique key -> id of the job holding it: live (pending or
-                                   running), or succeeded (it holds the key until its
-                                   ``expires_at``, which the enqueue script checks); dropped
-                                   when that job fails, is cancelled or is deleted
+``R uniq``                 hash    unique key -> id of the live (pending/running) job holding it
+``R uniq_done``            hash    unique key -> id of the succeeded job holding it until its
+                                   ``expires_at`` (the latest one when several succeeded);
+                                   the enqueue scripts check the expiry, entries go when the
+                                   job is deleted
 ``R counts``               hash    ``<state>:<queue>`` -> number of jobs (no zero entries)
 ``R busy``                 hash    task -> number of running jobs of the task (no zero
                                    entries); the concurrency limits of ``claim``
@@ -74,6 +75,7 @@ _COUNTS = "counts"
 _BUSY = "busy"
 _STARTED = "started:"
 _TICKS = "ticks"
+_UNIQ_DONE = "uniq_done"
 
 #: The fixed keys every script receives, in ``KEYS`` order (Lua names in the prelude).
 FIXED = (
@@ -84,6 +86,7 @@ FIXED = (
     ("K_EXPIRING", _EXPIRING),
     ("K_BUSY", _BUSY),
     ("K_TICKS", _TICKS),
+    ("K_UNIQ_DONE", _UNIQ_DONE),
 )
 
 _PER_NAME = (

@@ -1,6 +1,6 @@
 -- _lib.lua: helpers shared by every script; prepended after the generated key prelude.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, named K_* by the prelude)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, named K_* by the prelude)
 -- ARGV: [1] root of every key (ROOT in the prelude); the rest belongs to each script
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
@@ -12,9 +12,11 @@
 --   * a running job with a lease expiry is in `running`;
 --   * a final job with an expiry is in `expiring`;
 --   * `busy[task]` is the number of running jobs of the task (entries at 0 removed);
---   * `uniq[key] == id` while the job is live (pending or running) and after it
---     succeeded (the enqueue script checks the holder's state and expires_at); the
---     entry goes when the job fails or is cancelled (index) or is deleted (delete_job).
+--   * `uniq[key] == id` exactly while the job holding `key` is live;
+--   * when a job with `key` succeeds, `uniq_done[key]` becomes its id unless it names
+--     a succeeded job that expires later (None = never): the entry names the succeeded
+--     job that holds the key longest (key_holder checks its expires_at against now);
+--     delete_job removes it.
 -- Outside index/unindex: `started:<task>` holds the latest start of every claimed
 -- job of the task (claim.lua writes and trims it, delete_job removes the job).
 --
@@ -49,6 +51,9 @@ local function unindex(id)
   redis.call('ZREM', k_state(state), id)
   redis.call('ZREM', k_queue(queue), id)
   count(state, queue, -1)
+  if key and redis.call('HGET', K_UNIQ, key) == id then
+    redis.call('HDEL', K_UNIQ, key)
+  end
   if state == 'pending' then
     redis.call('ZREM', k_pending(queue), id)
     redis.call('ZREM', k_sched(queue), id)
@@ -63,6 +68,19 @@ local function unindex(id)
   end
 end
 
+-- The job `id`, just succeeded with `expires_at` (nil = never), keeps holding unique
+-- `key` through uniq_done unless the succeeded job named there expires later.
+local function keep_key(key, id, expires_at)
+  local other = redis.call('HGET', K_UNIQ_DONE, key)
+  if other and other ~= id then
+    local f = redis.call('HMGET', k_job(other), 'state', 'expires_at')
+    if f[1] == 'succeeded' and (not f[2] or (expires_at and tonumber(f[2]) > tonumber(expires_at))) then
+      return
+    end
+  end
+  redis.call('HSET', K_UNIQ_DONE, key, id)
+end
+
 -- `wake` collects, per queue, how many pending jobs were indexed (see wake_up).
 local function index(id, now, wake)
   local f = redis.call('HMGET', k_job(id), unpack(INDEXED))
@@ -71,14 +89,10 @@ local function index(id, now, wake)
   redis.call('ZADD', k_state(state), 0, id)
   redis.call('ZADD', k_queue(queue), 0, id)
   count(state, queue, 1)
-  if key then
-    if state == 'failed' or state == 'cancelled' then
-      if redis.call('HGET', K_UNIQ, key) == id then
-        redis.call('HDEL', K_UNIQ, key)
-      end
-    else
-      redis.call('HSET', K_UNIQ, key, id)
-    end
+  if key and (state == 'pending' or state == 'running') then
+    redis.call('HSET', K_UNIQ, key, id)
+  elseif key and state == 'succeeded' then
+    keep_key(key, id, f[8])
   end
   if state == 'pending' then
     redis.call('ZADD', k_pending(queue), f[4], id)
@@ -170,8 +184,8 @@ local function delete_job(id)
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'key', 'task')
   unindex(id)
-  if f[1] and redis.call('HGET', K_UNIQ, f[1]) == id then
-    redis.call('HDEL', K_UNIQ, f[1])
+  if f[1] and redis.call('HGET', K_UNIQ_DONE, f[1]) == id then
+    redis.call('HDEL', K_UNIQ_DONE, f[1])
   end
   if f[2] then
     redis.call('ZREM', k_started(f[2]), id)
@@ -180,20 +194,26 @@ local function delete_job(id)
 end
 
 -- The job holding unique `key` under `now`, as its HGETALL, or nil when the key is
--- free: live, or succeeded with no expires_at or one later than now.
+-- free: the live job with the key, else the succeeded one with no expires_at or one
+-- later than now. An entry naming anything else (expired, dangling) is ignored.
 local function key_holder(key, now)
-  local holder = redis.call('HGET', K_UNIQ, key)
-  if not holder then
-    return nil
+  local live = redis.call('HGET', K_UNIQ, key)
+  if live then
+    local jk = k_job(live)
+    local state = redis.call('HGET', jk, 'state')
+    if state == 'pending' or state == 'running' then
+      return redis.call('HGETALL', jk)
+    end
   end
-  local jk = k_job(holder)
-  local f = redis.call('HMGET', jk, 'state', 'expires_at')
-  local state = f[1]
-  if state == 'pending' or state == 'running'
-    or (state == 'succeeded' and (not f[2] or tonumber(f[2]) > now)) then
-    return redis.call('HGETALL', jk)
+  local done = redis.call('HGET', K_UNIQ_DONE, key)
+  if done then
+    local jk = k_job(done)
+    local f = redis.call('HMGET', jk, 'state', 'expires_at')
+    if f[1] == 'succeeded' and (not f[2] or tonumber(f[2]) > now) then
+      return redis.call('HGETALL', jk)
+    end
   end
-  return nil -- expired, final or dangling: the next job with the key takes the entry
+  return nil
 end
 
 -- Store one job given as field/value pairs in ARGV[first..last] (with _rk), unless

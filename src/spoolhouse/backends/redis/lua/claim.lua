@@ -1,6 +1,6 @@
 -- claim.lua: move up to `limit` due jobs to running, serving queues in the order given.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] lease_expires_at  [4] worker_id  [5] token head
 --       [6] limit  [7] most scheduled jobs promoted per queue  [8] per-task limits as
 --       JSON, {"<task>": {"c": concurrency, "r": rate, "p": per}} (c and r optional),
@@ -15,7 +15,7 @@
 --          now, replacing the job's earlier start); a task with limits never gets
 --          more than min(c - busy[task], r - starts within (now - p, +inf)) jobs;
 --          jobs of a task at its limit stay where they are in the ready set and
---          the scan goes on behind them, up to [9] of them per queue.
+--          the scan goes on behind them, past up to [9] of them per queue.
 
 local now = tonumber(ARGV[2])
 local limit = tonumber(ARGV[6])
@@ -77,7 +77,8 @@ for qi = 11, #ARGV do
   -- Every entry looked at leaves the ready set (claimed, dangling or not due) except
   -- the blocked ones, which stay in front: the next page starts after them.
   local skipped = 0
-  while #out < limit and skipped < skip_max do
+  local full = false -- a job past the skip bound was blocked: this queue is done
+  while #out < limit and not full do
     local size = page
     if skipped == 0 and limit - #out < page then
       size = limit - #out
@@ -87,7 +88,7 @@ for qi = 11, #ARGV do
       break
     end
     for _, member in ipairs(members) do
-      if #out >= limit or skipped >= skip_max then
+      if #out >= limit or full then
         break
       end
       local id = string.sub(member, 17)
@@ -101,7 +102,11 @@ for qi = 11, #ARGV do
       else
         local left = allowed(f[5])
         if left == 0 then
-          skipped = skipped + 1
+          if skipped >= skip_max then
+            full = true
+          else
+            skipped = skipped + 1
+          end
         else
           if left then
             allowance[f[5]] = left - 1

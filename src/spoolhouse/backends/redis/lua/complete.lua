@@ -1,12 +1,13 @@
 -- complete.lua: running -> succeeded.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] '1' when a result is given
 --       [6] result bytes  [7] expires_at, or '' for none
 -- Returns: 1, or 0 when the token is not current (nothing changed).
--- Invariants: fencing by token; the job keeps its unique key (uniq entry) until its
---          expires_at (for ever without one); it leaves the task's running count
---          and enters the expiring zset when it has an expiry.
+-- Invariants: fencing by token; the job holds its unique key until its expires_at
+--          (for ever without one): its uniq entry moves to uniq_done (see keep_key
+--          in _lib.lua); it leaves the task's running count and enters the expiring
+--          zset when it has an expiry.
 
 local id = ARGV[3]
 if not held(id, ARGV[4]) then

@@ -1,6 +1,6 @@
 -- prune.lua: delete up to `limit` final jobs whose expires_at <= now.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] limit
 -- Returns: how many jobs were deleted.
 -- Invariants: only final jobs are in the expiring zset (scored by expires_at), so

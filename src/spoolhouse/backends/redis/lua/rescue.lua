@@ -1,6 +1,6 @@
 -- rescue.lua: the worker holding the token died: running -> pending (due now) or failed.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] max_lost  [6] error
 --       [7] expires_at of a job that fails, or '' for none
 -- Returns: the HGETALL of the new record, or 0 when the token is not current.

@@ -1,7 +1,7 @@
 -- rescue_expired.lua: rescue (see rescue.lua) a batch of running jobs whose lease
 -- expired strictly before now.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] max_lost  [4] error  [5] batch size  [6] expires_at
 --       of a job that fails, or '' for none
 -- Returns: the HGETALL of each rescued job; fewer than the batch size means done.

@@ -1,6 +1,6 @@
 -- retry.lua: running -> pending at run_at, keeping the error.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] run_at  [6] _rk head (run_at
 --       in order-preserving hex)  [7] error  [8] '1' to count the attempt, '0' to give it back
 -- Returns: 1, or 0 when the token is not current (nothing changed).

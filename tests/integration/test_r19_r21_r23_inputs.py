@@ -61,7 +61,7 @@ class Store:
         def two(a: int, b: str = "x") -> None:
             self.received.append((a, b))
 
-        self.echo: Task[[Any], None] = echo
+        self.echo: Task[..., None] = echo
         self.two: Task[[int, str], None] = two
         self.sp.backend.counts()  # create the file and the schema
 
@@ -93,6 +93,12 @@ def _self_ref() -> list[Any]:
     return x
 
 
+def _self_ref_dict() -> dict[str, Any]:
+    d: dict[str, Any] = {"a": 1}
+    d["self"] = d
+    return d
+
+
 BAD_VALUES: dict[str, Callable[[], Any]] = {
     "naive datetime": lambda: datetime(2030, 1, 1, 12, 0),
     "custom object": Custom,
@@ -101,7 +107,7 @@ BAD_VALUES: dict[str, Callable[[], Any]] = {
     "2**70": lambda: 2**70,
     "-(2**64)": lambda: -(2**64),
     "self-referencing list": _self_ref,
-    "self-referencing dict": lambda: (d := {"a": 1}, d.__setitem__("self", d))[0],
+    "self-referencing dict": _self_ref_dict,
     "function": lambda: print,
     "lambda": lambda: (lambda: 1),
     "generator": lambda: (i for i in range(3)),

@@ -25,9 +25,9 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Flask, abort, request, url_for
 from tasks import spool_task, spooler, threaded_task
 
+from flask import Flask, abort, request, url_for
 from spoolhouse.cli import job_dict
 
 DEFAULT_DURATION = 5

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 from flask import current_app
-
 from spoolhouse import Spooler, current_job
 
 #: No URL and no app here: ``create_app()`` binds it, and its store becomes

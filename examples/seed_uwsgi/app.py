@@ -1,3 +1,4 @@
+# ruff: noqa  (the blog's code, kept as it was written)
 # The seed's app.py ("Background jobs with Flask", 2018): the blog's last
 # version of the app (its imports, `prepare_spooler_args`, and the
 # `/uwsgi_spool` route with `at`), plus its `/` and `/uwsgi_thread` routes.

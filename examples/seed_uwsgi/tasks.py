@@ -1,3 +1,4 @@
+# ruff: noqa  (the blog's code, kept as it was written)
 # The seed's tasks.py ("Background jobs with Flask", 2018), gathered from the
 # blog's three task snippets, with only the uWSGI imports changed:
 #

@@ -5,7 +5,7 @@ tag: all keys of a spooler hash to one slot, so every Lua script touches keys
 of a single node and stays atomic. The price is that one spooler is served by
 one shard (see ``docs/redis.md``).
 
-Layout (``R`` is the root ``{<prefix>}:``; ids and queue names are appended
+Layout (``R`` is the root ``{<prefix>}:``; ids, queue and task names are appended
 verbatim, which is safe because the hash tag closes at the first ``}`` and
 ``<prefix>`` may not contain braces):
 
@@ -45,7 +45,7 @@ key                        type    content and invariant
 =========================  ======  ==========================================================
 
 The Lua scripts receive the fixed keys as ``KEYS`` (see :data:`FIXED`) and the
-root as ``ARGV[1]``; the per-job, per-queue and per-state names are built by
+root as ``ARGV[1]``; the per-job, -queue, -state and -task names are built by
 the functions of :func:`lua_prelude`, generated from this module, so a name is
 spelled once.
 """

@@ -275,7 +275,7 @@ def periodic_list(ctx: click.Context, as_json: bool) -> None:
     spooler = _state(ctx).spooler
     now = spooler.clock.now()
     ticks = spooler.backend.schedule_ticks() if spooler.schedules else {}
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "task": schedule.task.name,

@@ -25,6 +25,7 @@ from .errors import (
 from .handle import JobHandle
 from .job import Job, JobState
 from .retry import RetryPolicy
+from . import signals
 from .spooler import Spooler
 from .task import BoundTask, Task
 
@@ -46,6 +47,8 @@ __all__ = [
     "Progress",
     "Retry",
     "Abort",
+    # observability
+    "signals",
     # records
     "Job",
     "JobState",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from . import signals
 from .backends import DEFAULT_URL, open_backend
 from .backends.base import Backend
 from .clock import SYSTEM_CLOCK, Clock
@@ -375,6 +376,8 @@ class Spooler:
         now = self.clock.now()
         job = self.build_job(task, args, kwargs, opts, now)
         stored = self.backend.enqueue(job, now=now)
+        if stored.id == job.id:
+            signals.send(signals.job_spooled, self, job=stored)
         return JobHandle(self, stored.id)
 
     def enqueue_calls(
@@ -393,6 +396,10 @@ class Spooler:
         if not jobs:
             return []
         stored = self.backend.enqueue_many(jobs, now=now)
+        if signals.job_spooled.receivers:
+            for new, kept in zip(jobs, stored, strict=True):
+                if new.id == kept.id:
+                    signals.send(signals.job_spooled, self, job=kept)
         return [JobHandle(self, j.id) for j in stored]
 
     # -- inspecting ----------------------------------------------------------------

@@ -24,6 +24,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -107,6 +108,9 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._rng = random.Random()
         self._signals: list[int] = []
+        #: called as ``listener(task, queue, kind, duration)`` for every outcome a
+        #: child records (kind: succeeded, retry, failed, cancelled); metrics use it
+        self.listeners: list[Callable[[str, str, str, float], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -229,6 +233,10 @@ class Supervisor:
                     child.running[job_id] = Running(job_id, token, task, time.monotonic(), timeout)
                 elif kind == "end":
                     child.running.pop(message[1], None)
+                elif kind == "outcome":
+                    _, task, queue, outcome, duration = message
+                    for listener in self.listeners:
+                        listener(task, queue, outcome, duration)
         except (EOFError, OSError):
             pass
 
@@ -395,6 +403,9 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
         max_tasks=config.max_tasks,
         on_start=lambda job: send(("start", job.id, job.lease, job.task, job.timeout)),
         on_finish=lambda job: send(("end", job.id)),
+        on_outcome=lambda job, kind, duration: send(
+            ("outcome", job.task, job.queue, kind, duration)
+        ),
     )
     def on_term(signum: int, frame: Any) -> None:
         worker.stop(hard=signum == signal.SIGUSR1)

@@ -11,6 +11,7 @@ import os
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -19,7 +20,8 @@ from ..backends.base import LeaseState, TaskLimit
 from ..context import RunningJob
 from ..errors import BackendUnavailable
 from ..job import Job
-from ..lifecycle import Cancelled, Complete, Fail, Outcome, RetryAt
+from .. import signals
+from ..lifecycle import Cancelled, Complete, Fail, Outcome, RetryAt, parse_error
 from .executor import execute
 
 if TYPE_CHECKING:
@@ -57,6 +59,8 @@ class Worker:
     :param max_tasks: stop claiming after this many jobs (the process is recycled).
     :param on_start: called with each claimed job before it runs (the supervisor
         uses it to track deadlines); ``on_finish`` after its outcome is recorded.
+    :param on_outcome: called with ``(job, kind, duration)`` once an outcome is
+        recorded; kind is succeeded, retry, failed or cancelled.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Worker:
         max_tasks: int | None = None,
         on_start: Callable[[Job], None] | None = None,
         on_finish: Callable[[Job], None] | None = None,
+        on_outcome: Callable[[Job, str, float], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if threads < 1:
@@ -80,6 +85,7 @@ class Worker:
         self.max_tasks = max_tasks
         self.on_start = on_start
         self.on_finish = on_finish
+        self.on_outcome = on_outcome
         self.rng = rng or random.Random()
         self.processed = 0
         self._inflight: dict[str, tuple[Job, RunningJob]] = {}
@@ -143,10 +149,12 @@ class Worker:
         try:
             if self.on_start is not None and not announced:
                 self.on_start(job)
+            signals.send(signals.job_started, self.spooler, job=job)
+            began = time.perf_counter()
             outcome = execute(
                 self.spooler, job, running, now=self.spooler.clock.now, rng=self.rng
             )
-            self.apply(job, outcome)
+            self.apply(job, outcome, duration=time.perf_counter() - began)
         finally:
             with self._changed:
                 self._inflight.pop(job.id, None)
@@ -155,7 +163,7 @@ class Worker:
             if self.on_finish is not None:
                 self.on_finish(job)
 
-    def apply(self, job: Job, outcome: Outcome) -> bool:
+    def apply(self, job: Job, outcome: Outcome, *, duration: float = 0.0) -> bool:
         """Record ``outcome`` under this attempt's lease. ``False`` if the lease was lost."""
         backend = self.spooler.backend
         token = job.lease or ""
@@ -182,6 +190,11 @@ class Worker:
             kind = "failed"
         if ok:
             log.debug("job %s (%s) attempt %d: %s", job.id, job.task, job.attempt, kind)
+            error = None if isinstance(outcome, Complete) else parse_error(outcome.error)
+            signals.send(signals.BY_OUTCOME[kind], self.spooler, job=job, duration=duration,
+                         error=error)
+            if self.on_outcome is not None:
+                self.on_outcome(job, kind, duration)
         else:
             log.warning(
                 "job %s (%s) attempt %d: lease_lost; outcome %s not recorded (the job was "

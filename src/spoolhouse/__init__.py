@@ -4,6 +4,7 @@
 >>> spooler = Spooler("memory://")
 """
 
+from . import signals
 from .clock import Clock, FakeClock, SystemClock
 from .context import Progress, RunningJob, current_job
 from .errors import (
@@ -25,7 +26,6 @@ from .errors import (
 from .handle import JobHandle
 from .job import Job, JobState
 from .retry import RetryPolicy
-from . import signals
 from .spooler import Spooler
 from .task import BoundTask, Task
 

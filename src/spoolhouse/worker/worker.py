@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from .. import signals
 from ..backends.base import LeaseState, TaskLimit
 from ..context import RunningJob
 from ..errors import BackendUnavailable
 from ..job import Job
-from .. import signals
 from ..lifecycle import Cancelled, Complete, Fail, Outcome, RetryAt, parse_error
 from .executor import execute
 

@@ -206,3 +206,41 @@ def test_rescued_and_released_jobs_keep_their_place_in_the_queue(backend: Backen
     assert rescued.run_at == NOW
     (fourth,) = backend.claim(["default"], worker_id="w", now=NOW + 101, lease=30)
     assert fourth.id == old.id
+
+
+# -- dashboard support ----------------------------------------------------------------
+def test_stats_count_outcomes_per_minute(backend: Backend) -> None:
+    minute = 60 * 28_333_334  # the first minute boundary after NOW
+    jobs = [job("s", seq=i) for i in range(6)]
+    backend.enqueue_many(jobs, now=NOW)
+    claimed = backend.claim(["default"], worker_id="w", now=minute + 1, lease=30, limit=6)
+    assert len(claimed) == 6
+    a, b, c, d, e, f = claimed
+    assert a.lease and b.lease and c.lease and d.lease and e.lease and f.lease
+    backend.complete(a.id, a.lease, now=minute + 5, result=None, expires_at=None)
+    backend.complete(b.id, b.lease, now=minute + 59, result=None, expires_at=None)
+    backend.fail(c.id, c.lease, now=minute + 61, error="{}", expires_at=None)
+    backend.retry(d.id, d.lease, now=minute + 62, run_at=minute + 100, error="{}")
+    backend.complete(e.id, "stale-token", now=minute + 62, result=None, expires_at=None)
+    backend.abort(f.id, f.lease, now=minute + 63, error="{}", expires_at=None)
+    single = Job(id=new_job_id(NOW + 9), task="s", queue="solo", payload=b"{}", run_at=NOW,
+                 max_attempts=1, created_at=NOW)
+    backend.enqueue(single, now=NOW)
+    (g,) = backend.claim(["solo"], worker_id="w", now=minute + 120, lease=30)
+    assert g.lease
+    backend.rescue(g.id, g.lease, now=minute + 125, max_lost=3, error="{}")
+    assert backend.stats(since=minute) == [
+        (float(minute), 2, 0, 0),
+        (float(minute + 60), 0, 1, 1),
+        (float(minute + 120), 0, 1, 0),
+    ]
+    assert backend.stats(since=minute + 60) == [(float(minute + 60), 0, 1, 1), (float(minute + 120), 0, 1, 0)]
+    assert backend.stats(since=minute + 180) == []
+
+
+def test_list_jobs_by_key(backend: Backend) -> None:
+    keyed = backend.enqueue(job("k", key="order:7", seq=1), now=NOW)
+    backend.enqueue(job("k", key="order:8", seq=2), now=NOW)
+    backend.enqueue(job("k", seq=3), now=NOW)
+    assert [j.id for j in backend.list_jobs(key="order:7")] == [keyed.id]
+    assert backend.list_jobs(key="order:9") == []

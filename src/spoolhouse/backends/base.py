@@ -271,10 +271,21 @@ class Backend(Protocol):
         state: str | None = None,
         queue: str | None = None,
         task: str | None = None,
+        key: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> list[Job]:
         """Jobs newest first (by id), filtered; ``cursor`` is the last id of the previous page."""
+        ...
+
+    def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:
+        """Outcomes per minute from ``since`` on: ``(minute start, succeeded, failed, retried)``.
+
+        Counted by the transitions themselves (``complete``; ``fail``, and a
+        ``rescue`` that fails; ``retry``), in the minute of their ``now``,
+        sorted by minute; minutes with no outcome are left out. A backend keeps
+        at least the last 24 hours.
+        """
         ...
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -28,6 +28,7 @@ class MemoryBackend:
         self.url = url
         self._jobs: dict[str, Job] = {}
         self._ticks: dict[str, float] = {}
+        self._stats: dict[int, list[int]] = {}  # minute -> [succeeded, failed, retried]
         self._lock = threading.Condition()
 
     # -- helpers -----------------------------------------------------------------
@@ -47,6 +48,10 @@ class MemoryBackend:
             if job.state is JobState.SUCCEEDED and (job.expires_at is None or job.expires_at > now):
                 return job
         return None
+
+    def _count(self, now: float, column: int) -> None:
+        minute = int(now // 60)
+        self._stats.setdefault(minute, [0, 0, 0])[column] += 1
 
     def _held(self, job_id: str, token: str) -> Job | None:
         job = self._jobs.get(job_id)
@@ -173,6 +178,7 @@ class MemoryBackend:
             job = self._held(job_id, token)
             if job is None:
                 return False
+            self._count(now, 0)
             self._jobs[job_id] = job.replace(
                 state=JobState.SUCCEEDED,
                 result=result,
@@ -190,6 +196,7 @@ class MemoryBackend:
             job = self._held(job_id, token)
             if job is None:
                 return False
+            self._count(now, 2)
             self._jobs[job_id] = job.replace(
                 state=JobState.PENDING,
                 run_at=run_at,
@@ -209,6 +216,7 @@ class MemoryBackend:
             job = self._held(job_id, token)
             if job is None:
                 return False
+            self._count(now, 1)
             self._jobs[job_id] = job.replace(
                 state=JobState.FAILED,
                 error=error,
@@ -256,6 +264,7 @@ class MemoryBackend:
     ) -> Job:
         lost = job.lost + 1
         if job.attempt >= job.max_attempts or lost >= max_lost:
+            self._count(now, 1)
             new = job.replace(
                 state=JobState.FAILED,
                 lost=lost,
@@ -422,6 +431,7 @@ class MemoryBackend:
         state: str | None = None,
         queue: str | None = None,
         task: str | None = None,
+        key: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> list[Job]:
@@ -430,12 +440,22 @@ class MemoryBackend:
                 j
                 for j in self._jobs.values()
                 if (state is None or j.state == state)
+                and (key is None or j.key == key)
                 and (queue is None or j.queue == queue)
                 and (task is None or j.task == task)
                 and (cursor is None or j.id < cursor)
             ]
         jobs.sort(key=lambda j: j.id, reverse=True)
         return jobs[:limit]
+
+    def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:
+        first = int(since // 60)
+        with self._lock:
+            return [
+                (minute * 60.0, *counts)  # type: ignore[misc]
+                for minute, counts in sorted(self._stats.items())
+                if minute >= first
+            ]
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

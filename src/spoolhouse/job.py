@@ -72,6 +72,7 @@ class Job:
     error: str | None = None  # JSON text: {"type", "message", "traceback", "reason"}
     progress: str | None = None  # JSON text: {"current", "total", "message"}
     abort_requested: bool = False  # cooperative abort of a running job was asked for
+    headers: str | None = None  # JSON object text set at spool time (trace context, …); opaque
 
     def replace(self, **changes: Any) -> Job:
         """Return a copy with ``changes`` applied (records are immutable)."""

@@ -244,3 +244,17 @@ def test_list_jobs_by_key(backend: Backend) -> None:
     backend.enqueue(job("k", seq=3), now=NOW)
     assert [j.id for j in backend.list_jobs(key="order:7")] == [keyed.id]
     assert backend.list_jobs(key="order:9") == []
+
+
+def test_headers_round_trip_through_every_transition(backend: Backend) -> None:
+    headers = '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    stored = backend.enqueue(job("h", seq=1).replace(headers=headers), now=NOW)
+    assert stored.headers == headers
+    (claimed,) = backend.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert claimed.headers == headers and claimed.lease
+    backend.complete(claimed.id, claimed.lease, now=NOW, result=None, expires_at=None)
+    final = backend.get(claimed.id)
+    assert final is not None and final.headers == headers
+    plain = backend.enqueue(job("h", seq=2), now=NOW)
+    got = backend.get(plain.id)
+    assert got is not None and got.headers is None

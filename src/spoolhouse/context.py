@@ -62,6 +62,17 @@ class RunningJob:
         return self.job.task
 
     @property
+    def headers(self) -> dict[str, str]:
+        """Headers stored with the job at spool time (see ``Spooler.add_spool_hook``)."""
+        if not self.job.headers:
+            return {}
+        try:
+            data = json.loads(self.job.headers)
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    @property
     def attempt(self) -> int:
         """1 on the first run, 2 on the first retry, …"""
         return self.job.attempt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -43,6 +44,10 @@ log = logging.getLogger("spoolhouse")
 
 #: ``(running_job, call_next) -> result``: wraps every task execution in a worker.
 Middleware = Callable[["RunningJob", Callable[[], Any]], Any]
+
+#: ``hook(task_name, queue) -> headers or None``: called in ``.spool()``; the
+#: headers (JSON-able str → str) are stored with the job (trace context, …).
+SpoolHook = Callable[[str, str], "dict[str, str] | None"]
 
 _UNSET: Any = object()
 
@@ -117,6 +122,7 @@ class Spooler:
         self.registry = Registry()
         self.middleware: list[Middleware] = []
         self.schedules: dict[str, Schedule] = {}
+        self.spool_hooks: list[SpoolHook] = []
         self._serializer = serializer
         self._backend: Backend | None = None
         self._backend_pid = 0
@@ -191,6 +197,14 @@ class Spooler:
         from .threads import thread_decorator
 
         return thread_decorator(self, fn, **options)
+
+    def add_spool_hook(self, hook: SpoolHook) -> None:
+        """Add headers to every job at spool time: ``hook(task_name, queue) -> dict | None``.
+
+        The worker sees them as ``current_job().headers``. OpenTelemetry
+        support uses this to carry the trace context from producer to worker.
+        """
+        self.spool_hooks.append(hook)
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Wrap every task execution: ``middleware(running_job, call_next)``."""
@@ -356,10 +370,14 @@ class Spooler:
         payload = self.serializer.dumps_call(args, kwargs)
         if len(payload) > self.max_payload:
             raise PayloadTooLarge(len(payload), self.max_payload)
+        queue = config.queue if opts.queue is None else check_queue(opts.queue)
+        headers: dict[str, str] = {}
+        for hook in self.spool_hooks:
+            headers.update(hook(task.name, queue) or {})
         return Job(
             id=new_job_id(now),
             task=task.name,
-            queue=config.queue if opts.queue is None else check_queue(opts.queue),
+            queue=queue,
             payload=payload,
             priority=config.priority if opts.priority is None else check_priority(opts.priority),
             run_at=run_at,
@@ -368,6 +386,7 @@ class Spooler:
             key=check_key(opts.key),
             created_at=now,
             result_ttl=config.result_ttl,
+            headers=json.dumps(headers, sort_keys=True) if headers else None,
         )
 
     def enqueue_call(

@@ -89,3 +89,17 @@ def test_outcome_hook_reports_kind_and_duration(sp: Spooler) -> None:
     sp.worker(on_outcome=lambda job, kind, d: seen.append((job.task, kind, d))).drain()
     assert sorted(k for _, k, _ in seen) == ["failed", "succeeded"]
     assert all(d >= 0 for _, _, d in seen)
+
+
+def test_spool_hooks_store_headers_the_task_can_read(sp: Spooler) -> None:
+    sp.add_spool_hook(lambda task, queue: {"traceparent": f"tp-{task}-{queue}"})
+    sp.add_spool_hook(lambda task, queue: None)
+    seen = []
+
+    @sp.task(name="h")
+    def h() -> None:
+        seen.append(current_job().headers)
+
+    h.spool()
+    sp.drain()
+    assert seen == [{"traceparent": "tp-h-default"}]

@@ -198,6 +198,16 @@ class Spooler:
 
         return thread_decorator(self, fn, **options)
 
+    def dashboard_blueprint(self, **options: Any) -> Any:
+        """A Flask blueprint of the dashboard; see :func:`spoolhouse.dashboard.blueprint`.
+
+        Example: ``app.register_blueprint(spooler.dashboard_blueprint(access=my_check),
+        url_prefix="/spool")``.
+        """
+        from .dashboard import blueprint
+
+        return blueprint(self, **options)
+
     def add_spool_hook(self, hook: SpoolHook) -> None:
         """Add headers to every job at spool time: ``hook(task_name, queue) -> dict | None``.
 

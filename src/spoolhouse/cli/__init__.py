@@ -306,7 +306,25 @@ def _report(done: dict[str, bool], verb: str, as_json: bool) -> None:
         sys.exit(1)
 
 
-COMMANDS: list[click.Command] = [worker_command, status_command, jobs_group, periodic_group]
+@click.command("dashboard")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8077, show_default=True, type=int)
+@click.option("--read-only", is_flag=True, help="Allow viewing only: no retry, cancel or delete.")
+@click.option("--insecure-local", is_flag=True,
+              help="Serve without an access check (development on your own machine only).")
+@click.pass_context
+def dashboard_command(ctx: click.Context, host: str, port: int, read_only: bool,
+                      insecure_local: bool) -> None:
+    """Serve the dashboard as a standalone web app."""
+    from ..dashboard import serve
+
+    serve(_state(ctx).spooler, host=host, port=port, read_only=read_only,
+          insecure_local=insecure_local)
+
+
+COMMANDS: list[click.Command] = [
+    worker_command, status_command, jobs_group, periodic_group, dashboard_command,
+]
 
 
 def add_commands(group: click.Group) -> None:

@@ -258,3 +258,17 @@ def test_headers_round_trip_through_every_transition(backend: Backend) -> None:
     plain = backend.enqueue(job("h", seq=2), now=NOW)
     got = backend.get(plain.id)
     assert got is not None and got.headers is None
+
+
+def test_delete_removes_only_final_jobs(backend: Backend) -> None:
+    done, failing, waiting, busy = (job("d", seq=i) for i in range(4))
+    backend.enqueue_many([done, failing, waiting, busy], now=NOW)
+    claimed = {j.id: j for j in backend.claim(["default"], worker_id="w", now=NOW, lease=30, limit=3)}
+    a, b = claimed[done.id], claimed[failing.id]
+    assert a.lease and b.lease
+    backend.complete(a.id, a.lease, now=NOW, result=None, expires_at=None)
+    backend.fail(b.id, b.lease, now=NOW, error="{}", expires_at=None)
+    assert backend.delete([done.id, failing.id, waiting.id, busy.id, "missing", done.id]) == 2
+    assert backend.get(done.id) is None and backend.get(failing.id) is None
+    assert backend.get(waiting.id) is not None and backend.get(busy.id) is not None
+    assert backend.delete([]) == 0

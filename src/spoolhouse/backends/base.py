@@ -260,6 +260,13 @@ class Backend(Protocol):
         """Delete jobs in final ``states`` (optionally of ``queue``, finished before ``before``)."""
         ...
 
+    def delete(self, job_ids: Sequence[str]) -> int:
+        """Delete the listed jobs that are in a final state; return how many.
+
+        Pending and running jobs are never deleted here (cancel them first).
+        """
+        ...
+
     # -- inspection -------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         """The job with ``job_id``, or ``None``."""

@@ -420,6 +420,16 @@ class MemoryBackend:
                 del self._jobs[job_id]
             return len(doomed)
 
+    def delete(self, job_ids: Sequence[str]) -> int:
+        with self._lock:
+            doomed = [
+                jid for jid in dict.fromkeys(job_ids)
+                if jid in self._jobs and self._jobs[jid].state in FINAL_STATES
+            ]
+            for jid in doomed:
+                del self._jobs[jid]
+            return len(doomed)
+
     # -- inspection --------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,10 +110,16 @@ def progress_bar(progress: Progress | None, width: int = 30) -> str:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--health-file", default=None, type=click.Path(dir_okay=False),
+              help="Rewrite this JSON file every second (for liveness probes: spoolhouse health).")
+@click.option("--metrics-port", default=None, type=int,
+              help="Serve Prometheus metrics on this port (needs spoolhouse[metrics]).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.pass_context
 def worker_command(
     ctx: click.Context, processes: int, threads: int, queues: str | None, max_tasks: int | None,
     shutdown_timeout: float, burst: bool, log_level: str, log_format: str,
+    health_file: str | None, metrics_port: int | None, metrics_host: str,
 ) -> None:
     """Run worker processes that execute spooled jobs."""
     from ..worker.supervisor import Supervisor, WorkerConfig
@@ -129,7 +136,12 @@ def worker_command(
         shutdown_timeout=shutdown_timeout, burst=burst, log_level=level, log_format=log_format,
     )
     supervisor = Supervisor(config, processes=processes, spooler=spooler,
-                            maintenance_interval=min(5.0, spooler.lease / 2))
+                            maintenance_interval=min(5.0, spooler.lease / 2),
+                            health_file=health_file)
+    if metrics_port is not None:
+        from ..metrics import serve_metrics
+
+        serve_metrics(supervisor, host=metrics_host, port=metrics_port)
     logging.getLogger("spoolhouse").info(
         "spoolhouse worker: %d process(es) x %d thread(s), queues %s, store %s",
         processes, threads, ",".join(queue_list or spooler.queues()), spooler.backend.url,
@@ -154,6 +166,32 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{queue:<20}" + "".join(f"{row.get(s, 0):>11}" for s in states))
     if not counts:
         click.echo("(no jobs)")
+
+
+@click.command("health")
+@click.option("--file", "path", required=True, type=click.Path(dir_okay=False),
+              help="The worker's --health-file.")
+@click.option("--max-age", default=30.0, show_default=True, type=float,
+              help="Seconds after which the file counts as stale.")
+def health_command(path: str, max_age: float) -> None:
+    """Exit 0 if the worker supervisor is alive (its health file is fresh), else 1."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        click.echo(f"unhealthy: cannot read {path}: {exc}")
+        sys.exit(1)
+    age = time.time() - float(data.get("time", 0))
+    children = data.get("children", [])
+    alive = sum(1 for c in children if c.get("alive"))
+    if age > max_age:
+        click.echo(f"unhealthy: health file is {age:.0f}s old (max {max_age:g}s)")
+        sys.exit(1)
+    if alive == 0 and not data.get("stopping"):
+        click.echo("unhealthy: no worker process alive")
+        sys.exit(1)
+    click.echo(f"healthy: supervisor {data.get('pid')}, {alive}/{data.get('processes')} "
+               f"processes alive, updated {age:.1f}s ago")
 
 
 @click.group("jobs")
@@ -323,7 +361,7 @@ def dashboard_command(ctx: click.Context, host: str, port: int, read_only: bool,
 
 
 COMMANDS: list[click.Command] = [
-    worker_command, status_command, jobs_group, periodic_group, dashboard_command,
+    worker_command, status_command, jobs_group, periodic_group, dashboard_command, health_command,
 ]
 
 

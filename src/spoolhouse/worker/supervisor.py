@@ -17,6 +17,7 @@ thread crosses a ``fork()``; each child imports the app again from ``app_ref``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -87,6 +88,7 @@ class Supervisor:
         processes: int = 2,
         maintenance_interval: float = 5.0,
         spooler: Spooler | None = None,
+        health_file: str | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be >= 1")
@@ -108,6 +110,8 @@ class Supervisor:
         self._ctx = multiprocessing.get_context("spawn")
         self._rng = random.Random()
         self._signals: list[int] = []
+        self.health_file = health_file
+        self._next_health = 0.0
         #: called as ``listener(task, queue, kind, duration)`` for every outcome a
         #: child records (kind: succeeded, retry, failed, cancelled); metrics use it
         self.listeners: list[Callable[[str, str, str, float], None]] = []
@@ -209,6 +213,8 @@ class Supervisor:
             self.maintenance()
         if not self.stopping and time.monotonic() >= self._next_schedule:
             self.schedule()
+        if self.health_file and time.monotonic() >= self._next_health:
+            self.write_health()
 
     def _time_to_next_event(self, now: float) -> float:
         times = [self._next_maintenance - now]
@@ -346,6 +352,32 @@ class Supervisor:
                 self.spooler.backend.release(r.job_id, r.token, now=now)
             child.conn.close()
             del self.children[child.index]
+
+    def health(self) -> dict[str, Any]:
+        """What the health file holds: liveness of this supervisor and its children."""
+        return {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "stopping": bool(self.stopping),
+            "children": [
+                {"pid": c.process.pid, "alive": c.process.is_alive(), "running": sorted(c.running)}
+                for c in self.children.values()
+            ],
+            "processes": self.processes,
+            "restarts": self.restarts,
+        }
+
+    def write_health(self) -> None:
+        """Rewrite the health file atomically (about once a second)."""
+        self._next_health = time.monotonic() + 1.0
+        assert self.health_file is not None
+        tmp = f"{self.health_file}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(self.health(), fh)
+            os.replace(tmp, self.health_file)
+        except OSError:
+            log.exception("cannot write the health file %s", self.health_file)
 
     def schedule(self) -> None:
         """Enqueue due periodic ticks (about once a second, on every host)."""

@@ -64,6 +64,14 @@ def spooler_from(obj: Any, ref: str = "") -> Spooler:
             )
         if callable(getattr(obj, "create_app", None)):
             return spooler_from(obj.create_app(), ref)
+        # a tasks module (uWSGI compat): its tasks all belong to one spooler
+        owners = {
+            id(s): s
+            for v in vars(obj).values()
+            if isinstance(s := getattr(v, "spooler", None), Spooler)
+        }
+        if len(owners) == 1:
+            return next(iter(owners.values()))
     raise ConfigurationError(
         f"no Spooler found in {ref or obj!r}; pass --app module:spooler (a Spooler), or "
         "module:create_app() for a Flask app that called spooler.init_app(app)"

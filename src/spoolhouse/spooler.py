@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,7 @@ from .timing import resolve_run_at
 if TYPE_CHECKING:
     from .context import RunningJob
     from .serializer import Serializer
+    from .threads import ThreadTask
     from .worker.worker import Worker
 
 P = ParamSpec("P")
@@ -155,6 +157,10 @@ class Spooler:
             return self._backend
 
     def _open_backend(self) -> Backend:
+        if self.url is None and "flask" in sys.modules:
+            from .flask import check_unbound
+
+            check_unbound(self)  # a Flask app's spooler before init_app: say so
         url = self.url or DEFAULT_URL
         if url.startswith("inline:"):
             from .backends.inline import InlineBackend
@@ -188,7 +194,23 @@ class Spooler:
 
         init_app(self, app)
 
-    def thread(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    @overload
+    def thread(self, fn: Callable[P, R], /) -> ThreadTask[P, R]: ...
+
+    @overload
+    def thread(
+        self,
+        *,
+        max_workers: int = ...,
+        max_pending: int = ...,
+        block: bool = ...,
+        timeout: float | None = ...,
+        name: str | None = ...,
+    ) -> Callable[[Callable[P, R]], ThreadTask[P, R]]: ...
+
+    def thread(  # type: ignore[misc]  # mypy: ParamSpec overloads vs. the untyped implementation
+        self, fn: Callable[..., Any] | None = None, /, **options: Any
+    ) -> Any:
         """Run a function on a bounded thread pool in this process (not durable).
 
         For work that may be lost when the process exits; use ``.spool()`` for

@@ -19,9 +19,10 @@ class JobFields(logging.Filter):
             record.task = running.task
             record.queue = running.job.queue
             record.attempt = running.attempt
+        fields = record.__dict__
         record.job = (
-            f" [job {record.job_id} {record.task} #{record.attempt}]"
-            if hasattr(record, "job_id") else ""
+            f" [job {fields['job_id']} {fields.get('task')} #{fields.get('attempt')}]"
+            if "job_id" in fields else ""
         )
         return True
 

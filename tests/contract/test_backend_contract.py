@@ -132,6 +132,7 @@ def test_enqueue_get_round_trips_every_field(backend: Backend) -> None:
         error='{"type": "E", "message": "unicode \u2713"}',
         progress='{"current": 1, "total": 3}',
         abort_requested=True,
+        headers='{"traceparent": "00-4bf92f3577b34da6-00f067aa0ba902b7-01"}',
     )
     stored = backend.enqueue(job, now=NOW)
     assert_same_record(stored, job)
@@ -171,7 +172,9 @@ def test_unique_key_returns_the_running_job(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize("final", ["failed", "cancelled"])
-def test_unique_key_is_free_once_the_job_failed_or_was_cancelled(backend: Backend, final: str) -> None:
+def test_unique_key_is_free_once_the_job_failed_or_was_cancelled(
+    backend: Backend, final: str
+) -> None:
     if final == "cancelled":
         first = put(backend, key="k1")
         assert backend.cancel(first.id, now=NOW) is CancelResult.CANCELLED

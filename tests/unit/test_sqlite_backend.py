@@ -193,9 +193,10 @@ def test_an_older_schema_is_migrated_on_open(db_path: Path) -> None:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     job = make_job(key="kept")
-    columns = ", ".join(sqlite_module.COLUMNS)
-    marks = ", ".join("?" * len(sqlite_module.COLUMNS))
-    conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", sqlite_module._to_row(job))
+    v1 = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+    values = dict(zip(sqlite_module.COLUMNS, sqlite_module._to_row(job), strict=True))
+    marks = ", ".join("?" * len(v1))
+    conn.execute(f"INSERT INTO jobs ({', '.join(v1)}) VALUES ({marks})", [values[c] for c in v1])
     conn.close()
 
     b = SQLiteBackend(f"sqlite:///{db_path}")
@@ -305,6 +306,8 @@ def _fill(backend: SQLiteBackend) -> None:
         ("list_by_state", "jobs_state"),
         ("list_by_queue", "jobs_queue"),
         ("list_by_task", "jobs_task"),
+        ("list_by_key", "jobs_key"),
+        ("stats", "stats"),
     ],
 )
 def test_query_plans_use_their_index_and_never_scan(
@@ -330,6 +333,8 @@ def test_query_plans_use_their_index_and_never_scan(
         "list_by_state": lambda: backend.list_jobs(state="pending", cursor="z", limit=10),
         "list_by_queue": lambda: backend.list_jobs(queue="q1", limit=10),
         "list_by_task": lambda: backend.list_jobs(task="t", limit=10),
+        "list_by_key": lambda: backend.list_jobs(key="k3", limit=10),
+        "stats": lambda: backend.stats(since=NOW - 3600),
     }
     plans = _plans(backend, actions[name])
     assert plans, "the action ran no query"
@@ -756,3 +761,15 @@ def test_claim_cost_does_not_grow_with_the_backlog(tmp_path: Path) -> None:
     large = _claim_steps(tmp_path, 4000)
     # a B-tree descent is a little deeper in a bigger file; a scan would be 100x
     assert large < small * 1.5, (small, large)
+
+
+def test_prune_keeps_a_week_of_stats(backend: SQLiteBackend) -> None:
+    for finished in (NOW - 8 * 86400, NOW - 2 * 86400, NOW):
+        job = backend.enqueue(make_job(), now=NOW)
+        [claimed] = backend.claim(["default"], worker_id="w", now=NOW, lease=30)
+        assert claimed.id == job.id and claimed.lease is not None
+        assert backend.complete(job.id, claimed.lease, now=finished, result=None, expires_at=None)
+    assert [row[1] for row in backend.stats(since=0)] == [1, 1, 1]
+    backend.prune(now=NOW)
+    kept = backend.stats(since=0)
+    assert [row[0] for row in kept] == [(NOW - 2 * 86400) // 60 * 60, NOW // 60 * 60]

@@ -122,6 +122,28 @@ _RESCUE_SET: Final = """
                          THEN :expires_at ELSE expires_at END
 """
 
+# Outcome counters per minute (stats table), bumped inside the transition's transaction.
+_BUMP: Final = {
+    column: (
+        f"INSERT INTO stats (minute, {column}) VALUES (?, ?) "
+        f"ON CONFLICT (minute) DO UPDATE SET {column} = {column} + excluded.{column}"
+    )
+    for column in ("succeeded", "failed", "retried")
+}
+#: How long per-minute stats are kept (the contract asks for at least 24 hours).
+STATS_RETENTION: Final = 7 * 86400.0
+
+# Who checkpoints the WAL. SQLite's automatic checkpoint runs inside the commit
+# that crosses the threshold, so whichever caller commits then pays for copying
+# ~1,000 pages and an fsync. Producers (a web request's enqueue) should not:
+# their connections run with wal_autocheckpoint off, and the workers' writes
+# (claim, complete, ...) keep it on. So that a producer-only period (workers
+# down) cannot grow the WAL without bound, a producer thread still runs a
+# PASSIVE checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits.
+_PRODUCER_OPS: Final = frozenset({"enqueue", "enqueue_many"})
+_PRODUCER_CHECKPOINT_EVERY: Final = 1000
+_AUTOCHECKPOINT_PAGES: Final = 1000  # SQLite's default
+
 # SQLite primary result codes (the low byte of the extended code).
 _SQLITE_PERM = 3
 _SQLITE_BUSY = 5
@@ -222,9 +244,16 @@ def _claim_order(job: Job) -> tuple[int, float, str]:
     return (-job.priority, job.run_at, job.id)
 
 
+def _bump(conn: sqlite3.Connection, column: str, now: float, n: int = 1) -> None:
+    """Count ``n`` outcomes in the minute of ``now`` (inside the caller's transaction)."""
+    conn.execute(_BUMP[column], (int(now // 60), n))
+
+
 class _Local(threading.local):
     conn: sqlite3.Connection | None = None
     pid: int = 0
+    autocheckpoint: bool = True  # the connection's wal_autocheckpoint is on
+    unchecked: int = 0  # producer commits since this thread last checkpointed
 
 
 class SQLiteBackend:
@@ -258,6 +287,9 @@ class SQLiteBackend:
         self.options = parse_url(url, synchronous=synchronous, busy_timeout=busy_timeout)
         self.path = self.options.path
         self._pragmas = dict(pragmas or {})
+        self._autocheckpoint_pages = int(
+            self._pragmas.get("wal_autocheckpoint", _AUTOCHECKPOINT_PAGES)
+        )
         for name in self._pragmas:
             if not name.replace("_", "").isalnum():
                 raise ConfigurationError(f"not a pragma name: {name!r}")
@@ -283,6 +315,8 @@ class SQLiteBackend:
         conn = self._open()
         local.conn = conn
         local.pid = pid
+        local.autocheckpoint = True
+        local.unchecked = 0
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -346,8 +380,14 @@ class SQLiteBackend:
     @contextlib.contextmanager
     def _write(self, op: str) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction; any failure rolls it back whole."""
+        producer = op in _PRODUCER_OPS
         try:
             conn = self._connection()
+            local = self._local
+            if local.autocheckpoint == producer:
+                pages = 0 if producer else self._autocheckpoint_pages
+                conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+                local.autocheckpoint = not producer
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             if not _is_storage_error(exc):
@@ -365,6 +405,19 @@ class SQLiteBackend:
             if _is_storage_error(exc):
                 raise self._translate(exc, op) from exc
             raise
+        if producer:
+            self._local.unchecked += 1
+            if self._local.unchecked >= _PRODUCER_CHECKPOINT_EVERY:
+                self._local.unchecked = 0
+                self._checkpoint(conn)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy committed WAL frames into the database, without waiting for readers or writers."""
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            # the commit is durable in the WAL; a later checkpoint copies it
+            log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
 
     @contextlib.contextmanager
     def _read(self, op: str) -> Iterator[sqlite3.Connection]:
@@ -620,7 +673,10 @@ class SQLiteBackend:
                 "WHERE id = ? AND state = 'running' AND lease = ?",
                 (result, now, expires_at, job_id, token),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            _bump(conn, "succeeded", now)
+            return True
 
     def retry(
         self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True
@@ -632,6 +688,8 @@ class SQLiteBackend:
                 "WHERE id = ? AND state = 'running' AND lease = ? RETURNING queue",
                 (run_at, error, 0 if count else 1, job_id, token),
             ).fetchone()
+            if row is not None:
+                _bump(conn, "retried", now)
         if row is None:
             return False
         # also when run_at is in the future: waiters recompute their next_due
@@ -648,7 +706,10 @@ class SQLiteBackend:
                 "WHERE id = ? AND state = 'running' AND lease = ?",
                 (error, now, expires_at, job_id, token),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            _bump(conn, "failed", now)
+            return True
 
     def abort(
         self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
@@ -701,6 +762,8 @@ class SQLiteBackend:
                     "expires_at": expires_at,
                 },
             ).fetchone()
+            if row is not None and row[_STATE_INDEX] == JobState.FAILED.value:
+                _bump(conn, "failed", now)
         if row is None:
             return None
         job = _to_job(row)
@@ -719,6 +782,9 @@ class SQLiteBackend:
                 f"RETURNING {_COLUMN_LIST}",
                 {"now": now, "max_lost": max_lost, "error": error, "expires_at": expires_at},
             ).fetchall()
+            failed = sum(1 for row in rows if row[_STATE_INDEX] == JobState.FAILED.value)
+            if failed:
+                _bump(conn, "failed", now, failed)
         jobs = [_to_job(row) for row in rows]
         for queue in sorted({j.queue for j in jobs if j.state is JobState.PENDING}):
             self._wake.notify(queue)
@@ -814,6 +880,9 @@ class SQLiteBackend:
                 f"WHERE expires_at <= ? AND state IN {_FINAL_SQL} LIMIT ?)",
                 (now, limit),
             ).rowcount
+            conn.execute(
+                "DELETE FROM stats WHERE minute < ?", (int((now - STATS_RETENTION) // 60),)
+            )
         if deleted:
             self._vacuum()
         return deleted
@@ -834,6 +903,23 @@ class SQLiteBackend:
             params.append(before)
         with self._write("purge") as conn:
             deleted = conn.execute(f"DELETE FROM jobs WHERE {' AND '.join(where)}", params).rowcount
+        if deleted:
+            self._vacuum()
+        return deleted
+
+    def delete(self, job_ids: Sequence[str]) -> int:
+        unique = list(dict.fromkeys(job_ids))
+        deleted = 0
+        if not unique:
+            return 0
+        with self._write("delete") as conn:
+            for start in range(0, len(unique), 500):  # stay far below the bound-variable limit
+                chunk = unique[start : start + 500]
+                deleted += conn.execute(
+                    f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(chunk))}) "
+                    f"AND state IN {_FINAL_SQL}",
+                    chunk,
+                ).rowcount
         if deleted:
             self._vacuum()
         return deleted
@@ -860,12 +946,13 @@ class SQLiteBackend:
         state: str | None = None,
         queue: str | None = None,
         task: str | None = None,
+        key: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> list[Job]:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("state", state), ("queue", queue), ("task", task)):
+        for column, value in (("state", state), ("queue", queue), ("task", task), ("key", key)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(str(value))
@@ -880,6 +967,15 @@ class SQLiteBackend:
         with self._read("list_jobs") as conn:
             rows = conn.execute(sql, params).fetchall()
         return [_to_job(row) for row in rows]
+
+    def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:
+        with self._read("stats") as conn:
+            rows = conn.execute(
+                "SELECT minute, succeeded, failed, retried FROM stats WHERE minute >= ? "
+                "ORDER BY minute",
+                (int(since // 60),),
+            ).fetchall()
+        return [(minute * 60.0, ok, failed, retried) for minute, ok, failed, retried in rows]
 
     def counts(self) -> dict[str, dict[str, int]]:
         with self._read("counts") as conn:

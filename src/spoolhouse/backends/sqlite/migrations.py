@@ -38,6 +38,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "schedules table; key and rate-limit indexes",
         _packaged("0002_schedules_keys_limits.sql"),
     ),
+    Migration(3, "jobs.headers; stats table", _packaged("0003_headers_stats.sql")),
 )
 
 #: The schema version this code reads and writes.

@@ -5,6 +5,8 @@
 --   schedules: last tick of each periodic schedule (added by migration 2,
 --     0002_schedules_keys_limits.sql, which also adds the jobs_key and
 --     jobs_task_started indexes and documents their invariants).
+--   stats: outcomes per minute (added by migration 3, 0003_headers_stats.sql).
+--   Later fields of Job are added as columns by later migrations (0003: headers).
 --
 -- Invariants
 --   * state is one of pending, running, succeeded, failed, cancelled (CHECK).

@@ -773,3 +773,27 @@ def test_prune_keeps_a_week_of_stats(backend: SQLiteBackend) -> None:
     backend.prune(now=NOW)
     kept = backend.stats(since=0)
     assert [row[0] for row in kept] == [(NOW - 2 * 86400) // 60 * 60, NOW // 60 * 60]
+
+
+def test_producers_do_not_checkpoint_but_workers_do(
+    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_PRODUCER_CHECKPOINT_EVERY", 10)
+    checkpoints: list[int] = []
+    real = SQLiteBackend._checkpoint
+
+    def counting(self: SQLiteBackend, conn: sqlite3.Connection) -> None:
+        checkpoints.append(1)
+        real(self, conn)
+
+    monkeypatch.setattr(SQLiteBackend, "_checkpoint", counting)
+    for _ in range(9):
+        backend.enqueue(make_job(), now=NOW)
+    assert pragma(backend, "wal_autocheckpoint") == 0  # a web request never pays for one
+    assert checkpoints == []
+    backend.enqueue_many([make_job()], now=NOW)
+    assert checkpoints == [1]  # but a producer-only period cannot grow the WAL forever
+    backend.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert pragma(backend, "wal_autocheckpoint") == 1000  # workers checkpoint as usual
+    backend.enqueue(make_job(), now=NOW)
+    assert pragma(backend, "wal_autocheckpoint") == 0

@@ -112,7 +112,9 @@ def test_r02_sigkill_chaos(sc: Scenario, mode: str) -> None:
         assert_clean_logs(producer_log.read_text())
         ids = set(produced.ids)
     assert len(ids) == jobs
-    wait_until(lambda: ids <= sc.ledger.distinct_finished(), 120,
+    # twice the work left at most, with 60 s to spare (the full size runs for minutes)
+    work = jobs * (max_sleep / 2 + 0.01) / (4 * threads)
+    wait_until(lambda: ids <= sc.ledger.distinct_finished(), 2 * work + 60,
                message=lambda: f"all {jobs} jobs in the ledger "
                                f"({len(ids & sc.ledger.distinct_finished())} so far)")
     elapsed = time.monotonic() - t0

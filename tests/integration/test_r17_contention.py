@@ -49,7 +49,7 @@ def test_r17_many_producers_and_consumers(sc: Scenario) -> None:
     if produced.errors:
         record_figures("R17 contention (producer errors)", errors=len(produced.errors),
                        first=produced.errors[0])
-    wait_until(lambda: ids <= sc.ledger.distinct_finished(), 120, interval=0.1,
+    wait_until(lambda: ids <= sc.ledger.distinct_finished(), size(120, 600), interval=0.1,
                message=lambda: f"{total} jobs in the ledger ({len(ids & sc.ledger.distinct_finished())})")
     t_done = time.time_ns()
     wait_until(lambda: state_counts(sc.db).get("succeeded", 0) >= base + total, 30,

@@ -325,3 +325,24 @@ def test_max_tasks_stops_the_loop(sp: Spooler) -> None:
     worker.run(shutdown_timeout=5)
     assert worker.processed == 3
     assert sp.backend.counts()["default"] == {"succeeded": 3, "pending": 7}
+
+
+def test_a_job_cancelled_while_running_that_raises_is_not_retried(sp: Spooler) -> None:
+    @sp.task(name="t", retries=5)
+    def t() -> None:
+        handle.cancel()
+        current_job().should_abort()  # the heartbeat would deliver it; here the test does
+        raise RuntimeError("interrupted")
+
+    handle = t.spool()
+    worker = sp.worker()
+    (claimed,) = sp.backend.claim(["default"], worker_id=worker.worker_id, now=sp.clock.now(), lease=30)
+    from spoolhouse.context import RunningJob
+    from spoolhouse.worker.executor import execute
+
+    running = RunningJob(claimed)
+    running.request_abort()
+    outcome = execute(sp, claimed, running, now=sp.clock.now, rng=random.Random(1))
+    assert worker.apply(claimed, outcome)
+    assert handle.status() == "cancelled"
+    assert handle.error["reason"] == "aborted" and handle.error["type"] == "RuntimeError"

@@ -97,6 +97,12 @@ def execute(
         )
     except Exception as exc:
         exc_type, message, tb = format_exception(exc)
+        if running.should_abort():
+            # cancellation was asked for: honour it rather than retry
+            return Cancelled(
+                error=error_text("aborted", exc_type, message, tb),
+                expires_at=_expiry(now(), job.result_ttl),
+            )
         log.warning("job %s (%s) attempt %d raised %s: %s", job.id, job.task, job.attempt,
                     exc_type, message)
         return after_error(

@@ -11,8 +11,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
 from flask import Flask
+
 from spoolhouse import FakeClock, Spooler
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 import pytest
-
 from flask import Flask
+
 from spoolhouse import ConfigurationError, FakeClock, Spooler, current_job
 from spoolhouse.cli import COMMANDS
 from spoolhouse.flask.cli import queue_list, worker_app_ref

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-
 from flask import Flask
+
 from spoolhouse import ConfigurationError, Spooler
 from spoolhouse.flask import embedded, start_embedded_workers
 from spoolhouse.flask.embedded import EmbeddedWorkers, in_worker_process, lock_path_for

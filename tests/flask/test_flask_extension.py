@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask, current_app, g
 
 import spoolhouse.flask as ext
-from flask import Flask, current_app, g
 from spoolhouse import ConfigurationError, FakeClock, Spooler, current_job
 from spoolhouse.flask import SpoolhouseState, bound_app, check_unbound, get_state
 

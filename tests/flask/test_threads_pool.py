@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 
 import pytest
-
 from flask import Flask, current_app
+
 from spoolhouse import ConfigurationError, QueueFull, Spooler
 from spoolhouse.threads import ThreadTask
 

@@ -19,9 +19,8 @@ import sys
 from typing import Any
 
 import click
-from flask.cli import AppGroup, ScriptInfo, prepare_import
-
 from flask import Flask, current_app, has_app_context
+from flask.cli import AppGroup, ScriptInfo, prepare_import
 
 from ..cli import CliState, add_commands
 from ..errors import ConfigurationError

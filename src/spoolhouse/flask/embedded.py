@@ -40,10 +40,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
+from flask import Flask
 from flask.cli import ScriptInfo
 from flask.helpers import get_debug_flag
-
-from flask import Flask
 
 from ..errors import ConfigurationError
 from ..worker.supervisor import WorkerConfig

@@ -272,3 +272,24 @@ def test_delete_removes_only_final_jobs(backend: Backend) -> None:
     assert backend.get(done.id) is None and backend.get(failing.id) is None
     assert backend.get(waiting.id) is not None and backend.get(busy.id) is not None
     assert backend.delete([]) == 0
+
+
+def test_complete_many_acknowledges_a_batch_with_fencing(backend: Backend) -> None:
+    jobs = [job("b", seq=i) for i in range(4)]
+    backend.enqueue_many(jobs, now=NOW)
+    claimed = backend.claim(["default"], worker_id="w", now=NOW, lease=30, limit=4)
+    assert len(claimed) == 4 and all(j.lease for j in claimed)
+    items = [(j.id, j.lease or "", f"r{i}".encode(), NOW + 100) for i, j in enumerate(claimed)]
+    items[2] = (claimed[2].id, "stale", None, None)
+    done = backend.complete_many(items, now=NOW + 1)
+    assert done == [True, True, False, True]
+    for i, j in enumerate(claimed):
+        stored = backend.get(j.id)
+        assert stored is not None
+        if i == 2:
+            assert stored.state is JobState.RUNNING
+        else:
+            assert stored.state is JobState.SUCCEEDED and stored.result == f"r{i}".encode()
+            assert stored.finished_at == NOW + 1 and stored.expires_at == NOW + 100
+    assert backend.complete_many([], now=NOW) == []
+    assert backend.stats(since=NOW - 120)[-1][1] == 3

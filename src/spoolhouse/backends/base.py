@@ -142,6 +142,16 @@ class Backend(Protocol):
         """
         ...
 
+    def complete_many(
+        self, items: Sequence[tuple[str, str, bytes | None, float | None]], *, now: float
+    ) -> list[bool]:
+        """:meth:`complete` for each ``(job_id, token, result, expires_at)``, in one transaction.
+
+        Returns one flag per item, as :meth:`complete` would. Workers batch
+        their acknowledgements through this; a batch is durable as a whole.
+        """
+        ...
+
     def retry(
         self,
         job_id: str,

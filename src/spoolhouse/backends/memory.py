@@ -29,7 +29,7 @@ class MemoryBackend:
         self._jobs: dict[str, Job] = {}
         self._ticks: dict[str, float] = {}
         self._stats: dict[int, list[int]] = {}  # minute -> [succeeded, failed, retried]
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.RLock())
 
     # -- helpers -----------------------------------------------------------------
     def _live_with_key(self, key: str) -> Job | None:
@@ -188,6 +188,15 @@ class MemoryBackend:
                 lease_expires_at=None,
             )
             return True
+
+    def complete_many(
+        self, items: Sequence[tuple[str, str, bytes | None, float | None]], *, now: float
+    ) -> list[bool]:
+        with self._lock:
+            return [
+                self.complete(job_id, token, now=now, result=result, expires_at=expires_at)
+                for job_id, token, result, expires_at in items
+            ]
 
     def retry(
         self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True

@@ -244,6 +244,13 @@ def _claim_order(job: Job) -> tuple[int, float, str]:
     return (-job.priority, job.run_at, job.id)
 
 
+_COMPLETE = (
+    "UPDATE jobs SET state = 'succeeded', result = ?, finished_at = ?, expires_at = ?, "
+    "lease = NULL, lease_expires_at = NULL "
+    "WHERE id = ? AND state = 'running' AND lease = ?"
+)
+
+
 def _bump(conn: sqlite3.Connection, column: str, now: float, n: int = 1) -> None:
     """Count ``n`` outcomes in the minute of ``now`` (inside the caller's transaction)."""
     conn.execute(_BUMP[column], (int(now // 60), n))
@@ -667,16 +674,26 @@ class SQLiteBackend:
         self, job_id: str, token: str, *, now: float, result: bytes | None, expires_at: float | None
     ) -> bool:
         with self._write("complete") as conn:
-            cur = conn.execute(
-                "UPDATE jobs SET state = 'succeeded', result = ?, finished_at = ?, expires_at = ?, "
-                "lease = NULL, lease_expires_at = NULL "
-                "WHERE id = ? AND state = 'running' AND lease = ?",
-                (result, now, expires_at, job_id, token),
-            )
+            cur = conn.execute(_COMPLETE, (result, now, expires_at, job_id, token))
             if cur.rowcount != 1:
                 return False
             _bump(conn, "succeeded", now)
             return True
+
+    def complete_many(
+        self, items: Sequence[tuple[str, str, bytes | None, float | None]], *, now: float
+    ) -> list[bool]:
+        if not items:
+            return []
+        done: list[bool] = []
+        with self._write("complete") as conn:
+            for job_id, token, result, expires_at in items:
+                cur = conn.execute(_COMPLETE, (result, now, expires_at, job_id, token))
+                done.append(cur.rowcount == 1)
+            succeeded = sum(done)
+            if succeeded:
+                _bump(conn, "succeeded", now, succeeded)
+        return done
 
     def retry(
         self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True

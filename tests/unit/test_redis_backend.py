@@ -290,9 +290,10 @@ def test_order_key_preserves_numeric_order(a: float, b: float) -> None:
     st.integers(min_value=-(2**53), max_value=2**53),
     st.binary(),
     st.booleans(),
+    st.one_of(st.none(), st.text()),
 )
 def test_codec_round_trips(
-    run_at: float, ttl: float | None, prio: int, data: bytes, flag: bool
+    run_at: float, ttl: float | None, prio: int, data: bytes, flag: bool, headers: str | None
 ) -> None:
     job = make_job(
         run_at=run_at,
@@ -301,6 +302,7 @@ def test_codec_round_trips(
         payload=data,
         abort_requested=flag,
         key="k\u2713",
+        headers=headers,
     )
     flat = encode_job(job)
     assert decode_job([v.encode() if isinstance(v, str) else v for v in flat]) == job
@@ -398,8 +400,12 @@ def test_keyspace_names() -> None:
         "{app}:busy",
         "{app}:ticks",
         "{app}:uniq_done",
+        "{app}:stats",
+        "{app}:stat_minutes",
     ]
     assert ks.started("t.x") == "{app}:started:t.x"
+    assert ks.bykey("order:7 {x}") == "{app}:bykey:order:7 {x}"
+    assert (ks.stats, ks.stat_minutes) == ("{app}:stats", "{app}:stat_minutes")
 
 
 # -- wake-up --------------------------------------------------------------------------
@@ -894,6 +900,148 @@ def test_schedule_ticks_are_stored_exactly(rb: RedisBackend) -> None:
     assert rb.schedule_ticks() == {"a:b {c}": tick + 60}
 
 
+# -- headers, keys of all states, per-minute stats and delete --------------------------------
+
+
+def _fields(rb: RedisBackend, job_id: str) -> set[str]:
+    return {k.decode() for k in rb._current().main.hkeys(rb.keys.job(job_id))}
+
+
+def test_headers_are_kept_exactly_by_every_script(rb: RedisBackend) -> None:
+    headers = '{"traceparent": "00-ab-cd-01", "tenant": "\u00e9t\u00e9 {x}", "n": ""}'
+    jobs = [make_job(max_attempts=2, headers=headers, result_ttl=5.0) for _ in range(7)]
+    jobs.append(make_job(queue="plain"))  # no headers: no field, read back as None
+    stored = rb.enqueue_many(jobs, now=NOW)
+    assert [j.headers for j in stored] == [headers] * 7 + [None]
+    assert "headers" not in _fields(rb, jobs[-1].id)
+    claimed = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=7)
+    assert [j.headers for j in claimed] == [headers] * 7
+    a, b, c, d, e, f, g = ((j.id, j.lease or "") for j in claimed)
+    assert rb.complete(*a, now=NOW, result=b"r", expires_at=None)
+    assert rb.fail(*b, now=NOW, error="{}", expires_at=None)
+    assert rb.abort(*c, now=NOW, error="{}", expires_at=None)
+    assert rb.retry(*d, now=NOW, run_at=NOW, error="{}")
+    assert rb.release(*e, now=NOW)
+    rescued = rb.rescue(*f, now=NOW, max_lost=5, error="{}")
+    assert rescued is not None and rescued.headers == headers
+    [expired] = rb.rescue_expired(now=NOW + 31, max_lost=1, error="{}")
+    assert expired.id == g[0] and expired.headers == headers
+    assert rb.requeue(b[0], now=NOW + 1)
+    assert rb.cancel(jobs[-1].id, now=NOW) == "cancelled"
+    assert rb.schedule_tick("s", NOW, make_job(headers=headers), now=NOW) is not None
+    listed = rb.list_jobs(limit=100)
+    assert len(listed) == 9
+    for job in listed:
+        assert job.headers == (None if job.id == jobs[-1].id else headers)
+        assert rb.get(job.id) == job
+    assert "headers" not in _fields(rb, jobs[-1].id)
+
+
+def test_list_jobs_by_key_finds_every_state_newest_first(rb: RedisBackend) -> None:
+    key = "order:7 {x}*"
+    first = rb.enqueue(make_job(key=key, task="a"), now=NOW)
+    assert rb.enqueue(make_job(key=key), now=NOW).id == first.id  # held: not stored, not indexed
+    assert rb.cancel(first.id, now=NOW) == "cancelled"
+    second = rb.enqueue(make_job(key=key, task="b", queue="other"), now=NOW)
+    [c] = rb.claim(["other"], worker_id="w", now=NOW, lease=30)
+    assert c.lease and rb.complete(c.id, c.lease, now=NOW, result=None, expires_at=NOW + 5)
+    third = rb.enqueue(make_job(key=key, task="a"), now=NOW + 5)
+    rb.enqueue_many([make_job(key="order:70"), make_job(key="order:7"), make_job()], now=NOW)
+    ids = [third.id, second.id, first.id]
+    assert [j.id for j in rb.list_jobs(key=key)] == ids
+    assert set(_zset(rb, rb.keys.bykey(key))) == set(ids)
+    # keyset pagination, and the other filters on top
+    page = rb.list_jobs(key=key, limit=2)
+    assert [j.id for j in page] == ids[:2]
+    assert [j.id for j in rb.list_jobs(key=key, limit=2, cursor=page[-1].id)] == ids[2:]
+    assert [j.id for j in rb.list_jobs(key=key, state="succeeded")] == [second.id]
+    assert [j.id for j in rb.list_jobs(key=key, task="a")] == [third.id, first.id]
+    assert [j.id for j in rb.list_jobs(key=key, queue="default", state="pending")] == [third.id]
+    assert rb.list_jobs(key="order:") == [] and rb.list_jobs(key="") == []
+    # deleting a job (prune, purge, delete) removes it from the key's index
+    assert rb.prune(now=NOW + 5) == 1
+    assert rb.purge(states=["cancelled"]) == 1
+    assert _zset(rb, rb.keys.bykey(key)) == {third.id: 0.0}
+    assert rb.cancel(third.id, now=NOW) == "cancelled" and rb.delete([third.id]) == 1
+    assert rb.list_jobs(key=key) == []
+    assert not rb._current().main.exists(rb.keys.bykey(key))
+
+
+def test_stats_are_counted_inside_the_scripts_and_trimmed_by_prune(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = 28_333_334  # the first minute boundary after NOW, in minutes
+    rb.enqueue_many([make_job(max_attempts=1) for _ in range(6)], now=NOW)
+    jobs = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=6)
+    held = [(j.id, j.lease or "") for j in jobs]
+    assert rb.retry(*held[0], now=m * 60 - 1e-6, run_at=NOW, error="{}", count=False)
+    assert rb.complete(*held[1], now=m * 60.0, result=None, expires_at=None)
+    assert not rb.complete(*held[1], now=m * 60.0, result=None, expires_at=None)  # fenced
+    assert rb.release(*held[2], now=m * 60.0)  # counted nowhere
+    assert rb.rescue(*held[3], now=m * 60.0 + 59.5, max_lost=5, error="{}") is not None
+    assert rb.complete(*held[4], now=math.inf, result=None, expires_at=None)  # not counted
+    [lost] = rb.rescue_expired(now=(m + 3) * 60.0, max_lost=5, error="{}")
+    assert lost.id == held[5][0] and lost.state is JobState.FAILED
+    expected = [((m - 1) * 60.0, 0, 0, 1), (m * 60.0, 1, 1, 0), ((m + 3) * 60.0, 0, 1, 0)]
+    assert rb.stats(since=-math.inf) == expected
+    assert rb.stats(since=m * 60.0 + 59.5) == expected[1:]  # the minute of since counts whole
+    assert rb.stats(since=math.inf) == [] and rb.stats(since=math.nan) == []
+    assert _hash(rb, rb.keys.stats) == {
+        f"{m - 1}:r": "1", f"{m}:s": "1", f"{m}:f": "1", f"{m + 3}:f": "1"
+    }
+    assert _zset(rb, rb.keys.stat_minutes) == {str(k): float(k) for k in (m - 1, m, m + 3)}
+    # prune keeps STATS_RETENTION before its now, and trims in batches
+    monkeypatch.setattr(backend_module, "STATS_TRIM_BATCH", 1)
+    retention = backend_module.STATS_RETENTION
+    assert retention >= 86400
+    rb.prune(now=(m + 3) * 60.0 + retention)  # minute m + 3 is the first one kept
+    assert rb.stats(since=0) == expected[1:]  # one minute per prune
+    rb.prune(now=(m + 3) * 60.0 + retention)
+    rb.prune(now=(m + 3) * 60.0 + retention)
+    assert rb.stats(since=0) == expected[2:]
+    assert _hash(rb, rb.keys.stats) == {f"{m + 3}:f": "1"}
+    assert set(_zset(rb, rb.keys.stat_minutes)) == {str(m + 3)}
+
+
+def test_delete_leaves_no_trace_of_final_jobs_and_spares_live_ones(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "DELETE_BATCH", 2)
+    jobs = sorted((make_job(task="t", max_attempts=1) for _ in range(5)), key=lambda j: j.id)
+    jobs = [j.replace(key=f"k{i}") for i, j in enumerate(jobs)]  # claimed in id order
+    rb.enqueue_many(jobs, now=NOW)
+    claimed = {j.id: j for j in rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=4)}
+    ids = [j.id for j in jobs]
+    held = [(i, claimed[i].lease or "") for i in ids[:4]]
+    assert rb.complete(*held[0], now=NOW, result=b"r", expires_at=NOW + 100)
+    assert rb.complete(*held[1], now=NOW, result=None, expires_at=None)
+    assert rb.fail(*held[2], now=NOW, error="{}", expires_at=NOW + 100)
+    running = ids[3]
+    assert rb.cancel(ids[4], now=NOW) == "cancelled"
+    again = rb.enqueue(make_job(key="k4"), now=NOW)  # the cancelled job gave its key up
+    doomed = [ids[0], ids[1], "nope", ids[2], ids[0], running, again.id, ids[4], ids[4]]
+    assert rb.delete(doomed) == 4
+    assert rb.delete(doomed) == 0
+    assert [j.id for j in rb.list_jobs()] == [again.id, running]
+    assert rb.counts() == {"default": {"pending": 1, "running": 1}}
+    client = rb._current().main
+    root = rb.keys.root
+    assert _hash(rb, root + "uniq_done") == {}
+    assert client.zcard(root + "expiring") == 0
+    for state in ("succeeded", "failed", "cancelled"):
+        assert not client.exists(rb.keys.state(state))
+    assert set(_zset(rb, rb.keys.started("t"))) == {running}
+    for k in ("k0", "k1", "k2"):
+        assert not client.exists(rb.keys.bykey(k))
+    assert set(_zset(rb, rb.keys.bykey("k3"))) == {running}
+    assert set(_zset(rb, rb.keys.bykey("k4"))) == {again.id}
+    assert all(rb.get(i) is None for i in ids if i != running)
+    # the keys of deleted succeeded jobs are free again
+    assert rb.enqueue(make_job(key="k0"), now=NOW).id != ids[0]
+    assert rb.enqueue(make_job(key="k1"), now=NOW).id != ids[1]
+    assert rb.delete([]) == 0
+
+
 # -- the reference backend and the Redis backend agree on random histories --------------------
 
 _LIMIT_CHOICES: list[dict[str, Any] | None] = [
@@ -932,6 +1080,7 @@ def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) 
             key=rnd.choice([None, None, "k1", "k2", "k3"]),
             created_at=now,
             result_ttl=rnd.choice([None, 5.0, 20.0]),
+            headers=rnd.choice([None, '{"t": "x"}', ""]),
         )
         ids.append(job.id)
         return job
@@ -946,7 +1095,7 @@ def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) 
         return [(i, *tokens[i]) for i in ids if i in tokens]
 
     for step in range(250):
-        now += rnd.choice([0, 0.5, 1, 2])
+        now += rnd.choice([0, 0.5, 1, 2, 7, 30])
         op = rnd.random()
         where = f"seed {seed} step {step}"
         if op < 0.2:
@@ -976,11 +1125,20 @@ def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) 
             jid, ta, tb = rnd.choice(held())
             if rnd.random() < 0.1:
                 ta = tb = "stale"
-            kind = rnd.choice(["complete", "fail", "abort", "retry", "release", "rescue"])
+            kind = rnd.choice(
+                ["complete", "complete_many", "fail", "abort", "retry", "release", "rescue"]
+            )
             expires = rnd.choice([None, now + 4])
             if kind == "complete":
                 ra: object = mem.complete(jid, ta, now=now, result=b"r", expires_at=expires)
                 rr: object = rb.complete(jid, tb, now=now, result=b"r", expires_at=expires)
+            elif kind == "complete_many":  # some held jobs (maybe twice), some stale tokens
+                others = rnd.choices(ids, k=rnd.randint(0, 4))
+                picks = [(i, *tokens.get(i, ("x", "x"))) for i in others]
+                picks += [(jid, ta, tb)]
+                res = rnd.choice([None, b"", b"r"])
+                ra = mem.complete_many([(i, a, res, expires) for i, a, _ in picks], now=now)
+                rr = rb.complete_many([(i, b, res, expires) for i, _, b in picks], now=now)
             elif kind in ("fail", "abort"):
                 ra = getattr(mem, kind)(jid, ta, now=now, error="{}", expires_at=expires)
                 rr = getattr(rb, kind)(jid, tb, now=now, error="{}", expires_at=expires)
@@ -1016,8 +1174,11 @@ def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) 
         elif op < 0.9 and ids:
             jid = rnd.choice(ids)
             assert mem.requeue(jid, now=now) == rb.requeue(jid, now=now), where
-        elif op < 0.94:
+        elif op < 0.92:
             assert mem.prune(now=now) == rb.prune(now=now), where
+        elif op < 0.94 and ids:
+            doomed = rnd.choices([*ids, "missing"], k=rnd.randint(1, 6))
+            assert mem.delete(doomed) == rb.delete(doomed), where
         elif op < 0.96:
             states = rnd.sample(["succeeded", "failed", "cancelled"], rnd.randint(1, 2))
             assert mem.purge(states=states, before=now - 3) == rb.purge(
@@ -1038,3 +1199,20 @@ def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) 
             _shown(j) for j in rb.list_jobs(limit=10_000)
         ], where
         assert mem.counts() == rb.counts(), where
+        assert mem.stats(since=NOW) == rb.stats(since=NOW), where
+        for key in ("k1", "k2", "k3"):
+            assert [_shown(j) for j in mem.list_jobs(key=key, limit=10_000)] == [
+                _shown(j) for j in rb.list_jobs(key=key, limit=10_000)
+            ], where
+        if ids and step % 10 == 0:  # pages by key and state, as a dashboard reads them
+            key, state = rnd.choice(["k1", "k2", "k3"]), rnd.choice([None, "pending", "succeeded"])
+            cursor: str | None = None
+            while True:
+                page_a = mem.list_jobs(key=key, state=state, limit=2, cursor=cursor)
+                page_b = rb.list_jobs(key=key, state=state, limit=2, cursor=cursor)
+                assert [j.id for j in page_a] == [j.id for j in page_b], where
+                if not page_a:
+                    break
+                cursor = page_a[-1].id
+    # the history went through several minutes of outcomes and deleted jobs
+    assert len(mem.stats(since=NOW)) > 3 and len(mem.list_jobs(limit=10_000)) < len(ids)

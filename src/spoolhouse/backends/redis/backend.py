@@ -58,6 +58,13 @@ SKIP_MAX = 1000
 RESCUE_BATCH = 500
 #: Jobs examined per script call in :meth:`RedisBackend.purge`.
 PURGE_BATCH = 500
+#: Job ids per script call in :meth:`RedisBackend.delete`.
+DELETE_BATCH = 1000
+#: How long per-minute outcome counts are kept (the contract asks for at least 24 hours;
+#: the SQLite backend keeps as long): :meth:`RedisBackend.prune` trims older minutes.
+STATS_RETENTION = 7 * 86400.0
+#: Most stats minutes one prune trims (a backlog goes over several prunes).
+STATS_TRIM_BATCH = 1000
 #: Seconds before the server clock offset used by enqueue deadlines is measured again.
 OFFSET_TTL = 60.0
 #: Keys deleted per UNLINK in :meth:`RedisBackend.destroy`.
@@ -124,6 +131,15 @@ def _limits_json(limits: Mapping[str, TaskLimit] | None) -> str:
         if entry:
             rules[task] = entry
     return json.dumps(rules, allow_nan=False) if rules else ""
+
+
+def _minute(now: float) -> str:
+    """The stats minute of a transition at ``now``: ``floor(now / 60)`` in decimal.
+
+    Computed here, not in Lua, so that it is Python's floor division (as in every
+    backend) to the last bit; ``''`` (count nothing) for a time that is not finite.
+    """
+    return str(int(now // 60)) if math.isfinite(now) else ""
 
 
 def _positive(name: str, value: float) -> float:
@@ -498,15 +514,25 @@ class RedisBackend:
     def complete(
         self, job_id: str, token: str, *, now: float, result: bytes | None, expires_at: float | None
     ) -> bool:
-        args = [
-            float_text(now),
-            job_id,
-            token,
-            "0" if result is None else "1",
-            b"" if result is None else bytes(result),
-            "" if expires_at is None else float_text(expires_at),
-        ]
-        return bool(self._run("complete", args))
+        return self.complete_many([(job_id, token, result, expires_at)], now=now)[0]
+
+    def complete_many(
+        self, items: Sequence[tuple[str, str, bytes | None, float | None]], *, now: float
+    ) -> list[bool]:
+        """One script call for the whole batch (atomic, and one round trip)."""
+        if not items:
+            return []
+        args: list[bytes | str | int] = [float_text(now), _minute(now), len(items)]
+        for job_id, token, result, expires_at in items:
+            args += [
+                job_id,
+                token,
+                "0" if result is None else "1",
+                b"" if result is None else bytes(result),
+                "" if expires_at is None else float_text(expires_at),
+            ]
+        reply = self._run("complete", args)
+        return [bool(flag) for flag in reply]
 
     def retry(
         self, job_id: str, token: str, *, now: float, run_at: float, error: str, count: bool = True
@@ -519,6 +545,7 @@ class RedisBackend:
             order_key(run_at),
             error,
             "1" if count else "0",
+            _minute(now),
         ]
         return bool(self._run("retry", args))
 
@@ -531,6 +558,7 @@ class RedisBackend:
             token,
             error,
             "" if expires_at is None else float_text(expires_at),
+            _minute(now),
         ]
         return bool(self._run("fail", args))
 
@@ -560,7 +588,7 @@ class RedisBackend:
         expires_at: float | None = None,
     ) -> Job | None:
         expiry = "" if expires_at is None else float_text(expires_at)
-        args = [float_text(now), job_id, token, max_lost, error, expiry]
+        args = [float_text(now), job_id, token, max_lost, error, expiry, _minute(now)]
         reply = self._run("rescue", args)
         return None if reply == 0 else decode_job(reply)
 
@@ -568,7 +596,7 @@ class RedisBackend:
         self, *, now: float, max_lost: int, error: str, expires_at: float | None = None
     ) -> list[Job]:
         expiry = "" if expires_at is None else float_text(expires_at)
-        args = [float_text(now), max_lost, error, RESCUE_BATCH, expiry]
+        args = [float_text(now), max_lost, error, RESCUE_BATCH, expiry, _minute(now)]
         out: list[Job] = []
         while True:
             batch = self._jobs(self._run("rescue_expired", args))
@@ -627,9 +655,11 @@ class RedisBackend:
         return bool(self._run("requeue", args))
 
     def prune(self, *, now: float, limit: int = 1000) -> int:
+        """Delete expired final jobs; also drop stats older than :data:`STATS_RETENTION`."""
         if limit <= 0:
             return 0
-        return int(self._run("prune", [float_text(now), limit]))
+        keep = _minute(now - STATS_RETENTION)
+        return int(self._run("prune", [float_text(now), limit, keep, STATS_TRIM_BATCH]))
 
     def purge(
         self, *, states: Sequence[str], queue: str | None = None, before: float | None = None
@@ -652,6 +682,14 @@ class RedisBackend:
                 deleted += int(n)
         return deleted
 
+    def delete(self, job_ids: Sequence[str]) -> int:
+        """Delete the listed final jobs, :data:`DELETE_BATCH` ids per atomic script call."""
+        unique = list(dict.fromkeys(job_ids))
+        deleted = 0
+        for start in range(0, len(unique), DELETE_BATCH):
+            deleted += int(self._run("delete", unique[start : start + DELETE_BATCH]))
+        return deleted
+
     # -- inspection -------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         clients = self._ready()
@@ -665,14 +703,22 @@ class RedisBackend:
         state: str | None = None,
         queue: str | None = None,
         task: str | None = None,
+        key: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> list[Job]:
-        """Newest first, read page by page from the narrowest id index (not a snapshot)."""
+        """Newest first, read page by page from the narrowest id index (not a snapshot).
+
+        The index is ``bykey:<key>`` when ``key`` is given (the jobs of one key are
+        few), else ``state:<state>``, ``queue:<queue>`` or ``ids``; the other filters
+        are applied to the jobs read.
+        """
         if limit <= 0 or (state is not None and state not in _STATE_VALUES):
             return []
         clients = self._ready()
-        if state is not None:
+        if key is not None:
+            index = self.keys.bykey(key)
+        elif state is not None:
             index = self.keys.state(state)
         elif queue is not None:
             index = self.keys.queue(queue)
@@ -697,12 +743,25 @@ class RedisBackend:
                         (state is None or job.state == state)
                         and (queue is None or job.queue == queue)
                         and (task is None or job.task == task)
+                        and (key is None or job.key == key)
                     ):
                         out.append(job)
                 if len(ids) < batch:
                     break
                 high = "(" + _text(ids[-1])
         return out[:limit]
+
+    def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:
+        """Outcomes per minute from ``since`` on, one script call (see ``lua/stats.lua``)."""
+        if math.isnan(since) or since == math.inf:
+            return []
+        first = "-inf" if since == -math.inf else str(int(since // 60))
+        flat = self._run("stats", [first])
+        out: list[tuple[float, int, int, int]] = []
+        for i in range(0, len(flat) - 3, 4):
+            minute = int(flat[i])
+            out.append((minute * 60.0, int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3])))
+        return out
 
     def counts(self) -> dict[str, dict[str, int]]:
         clients = self._ready()

@@ -5,9 +5,9 @@ tag: all keys of a spooler hash to one slot, so every Lua script touches keys
 of a single node and stays atomic. The price is that one spooler is served by
 one shard (see ``docs/redis.md``).
 
-Layout (``R`` is the root ``{<prefix>}:``; ids, queue and task names are appended
-verbatim, which is safe because the hash tag closes at the first ``}`` and
-``<prefix>`` may not contain braces):
+Layout (``R`` is the root ``{<prefix>}:``; ids, queue and task names and unique keys
+are appended verbatim, which is safe because the hash tag closes at the first ``}``
+and ``<prefix>`` may not contain braces):
 
 =========================  ======  ==========================================================
 key                        type    content and invariant
@@ -42,6 +42,17 @@ key                        type    content and invariant
                                    limits of ``claim`` count the window and trim what is older;
                                    a deleted job leaves it
 ``R ticks``                hash    schedule name -> last tick recorded by ``schedule_tick``
+``R bykey:<key>``          zset    ids of every stored job with unique key ``<key>``, in any
+                                   state; score 0 (lexicographic). Written when the job is
+                                   stored (``put_job``), removed when it is deleted
+                                   (``delete_job``): a job's key never changes
+``R stats``                hash    ``<minute>:s``, ``<minute>:f``, ``<minute>:r`` -> jobs that
+                                   succeeded, failed, were retried in that minute
+                                   (``<minute>`` = floor(now / 60) of the transition, in
+                                   decimal; no zero entries)
+``R stat_minutes``         zset    every ``<minute>`` with a field in ``stats``; score and
+                                   member the minute. ``stats`` reads a range of it, ``prune``
+                                   trims minutes older than the retention with their fields
 =========================  ======  ==========================================================
 
 The Lua scripts receive the fixed keys as ``KEYS`` (see :data:`FIXED`) and the
@@ -76,6 +87,9 @@ _BUSY = "busy"
 _STARTED = "started:"
 _TICKS = "ticks"
 _UNIQ_DONE = "uniq_done"
+_BYKEY = "bykey:"
+_STATS = "stats"
+_STAT_MINUTES = "stat_minutes"
 
 #: The fixed keys every script receives, in ``KEYS`` order (Lua names in the prelude).
 FIXED = (
@@ -87,6 +101,8 @@ FIXED = (
     ("K_BUSY", _BUSY),
     ("K_TICKS", _TICKS),
     ("K_UNIQ_DONE", _UNIQ_DONE),
+    ("K_STATS", _STATS),
+    ("K_STAT_MINUTES", _STAT_MINUTES),
 )
 
 _PER_NAME = (
@@ -98,6 +114,7 @@ _PER_NAME = (
     ("k_queue", _QUEUE),
     ("k_state", _STATE),
     ("k_started", _STARTED),
+    ("k_bykey", _BYKEY),
 )
 
 
@@ -151,6 +168,9 @@ class Keyspace:
     def started(self, task: str) -> str:
         return self.root + _STARTED + task
 
+    def bykey(self, key: str) -> str:
+        return self.root + _BYKEY + key
+
     @property
     def ids(self) -> str:
         return self.root + _IDS
@@ -166,6 +186,14 @@ class Keyspace:
     @property
     def ticks(self) -> str:
         return self.root + _TICKS
+
+    @property
+    def stats(self) -> str:
+        return self.root + _STATS
+
+    @property
+    def stat_minutes(self) -> str:
+        return self.root + _STAT_MINUTES
 
 
 def lua_prelude() -> str:

@@ -33,7 +33,9 @@ NAMES = (
     "requeue",
     "prune",
     "purge",
+    "delete",
     "schedule_tick",
+    "stats",
 )
 
 
@@ -43,7 +45,8 @@ def _read(name: str) -> str:
 
 #: Scripts that may run when Redis is over ``maxmemory`` (Redis 7 script flags): every one
 #: but those that make new jobs (enqueue, schedule_tick), so that workers can still claim,
-#: finish and prune (which frees memory) while new jobs are refused with ``StorageFull``.
+#: finish and prune (which frees memory), operators delete and dashboards read stats, while
+#: new jobs are refused with ``StorageFull``.
 ALLOW_OOM = frozenset(NAMES) - {"enqueue", "schedule_tick"}
 
 
@@ -77,7 +80,9 @@ class Scripts:
     requeue: Any
     prune: Any
     purge: Any
+    delete: Any
     schedule_tick: Any
+    stats: Any
 
     @classmethod
     def register(cls, client: Any, flags: bool) -> Scripts:

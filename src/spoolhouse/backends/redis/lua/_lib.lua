@@ -1,6 +1,7 @@
 -- _lib.lua: helpers shared by every script; prepended after the generated key prelude.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, named K_* by the prelude)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, named K_* by the prelude)
 -- ARGV: [1] root of every key (ROOT in the prelude); the rest belongs to each script
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
@@ -18,7 +19,11 @@
 --     job that holds the key longest (key_holder checks its expires_at against now);
 --     delete_job removes it.
 -- Outside index/unindex: `started:<task>` holds the latest start of every claimed
--- job of the task (claim.lua writes and trims it, delete_job removes the job).
+-- job of the task (claim.lua writes and trims it, delete_job removes the job);
+-- `bykey:<key>` holds every stored job with unique key `key`, whatever its state
+-- (put_job adds it, delete_job removes it; no transition changes a job's key);
+-- `stats` counts outcomes per minute and `stat_minutes` lists the minutes counted
+-- (tally adds, prune.lua trims).
 --
 -- Numbers computed here are written with %.17g so they read back as the very
 -- same double in Python.
@@ -147,6 +152,16 @@ local function set_or_clear(jk, field, value)
   end
 end
 
+-- Count one outcome in `minute` (floor(now / 60) as decimal text, computed by the
+-- client; '' = not counted): 's' succeeded, 'f' failed, 'r' retried.
+local function tally(minute, outcome)
+  if minute == '' then
+    return
+  end
+  redis.call('HINCRBY', K_STATS, minute .. ':' .. outcome, 1)
+  redis.call('ZADD', K_STAT_MINUTES, minute, minute)
+end
+
 -- running -> a final state with an error (fail: 'failed', abort: 'cancelled');
 -- `expires_at` is '' for none. The caller checked the lease.
 local function finish(id, state, now_s, err, expires_at)
@@ -161,8 +176,9 @@ end
 -- The worker holding a running job died: back to pending, or to failed when attempts
 -- or losses are used up (expiring at `expires_at`, '' for never). A pending job keeps
 -- its run_at (and _rk): it was due when claimed, so it is due again at once and keeps
--- its place ahead of younger jobs. `now_s` is the time as sent by the client.
-local function rescue_one(id, now_s, max_lost, err, expires_at, wake)
+-- its place ahead of younger jobs. `now_s` is the time as sent by the client, `minute`
+-- its stats minute (a job that fails is counted there, see tally).
+local function rescue_one(id, now_s, minute, max_lost, err, expires_at, wake)
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'attempt', 'max_attempts', 'lost')
   local lost = tonumber(f[3] or '0') + 1
@@ -171,6 +187,7 @@ local function rescue_one(id, now_s, max_lost, err, expires_at, wake)
     redis.call('HSET', jk, 'state', 'failed', 'lost', fmt(lost), 'error', err, 'finished_at', now_s)
     set_or_clear(jk, 'expires_at', expires_at)
     redis.call('HDEL', jk, 'lease', 'lease_expires_at')
+    tally(minute, 'f')
   else
     redis.call('HSET', jk, 'state', 'pending', 'lost', fmt(lost), 'error', err)
     redis.call('HDEL', jk, 'lease', 'lease_expires_at', 'worker_id')
@@ -179,13 +196,17 @@ local function rescue_one(id, now_s, max_lost, err, expires_at, wake)
   return redis.call('HGETALL', jk)
 end
 
--- Remove a job and every index entry of it (its unique key and its start included).
+-- Remove a job and every index entry of it (its unique key, its entry in
+-- bykey:<key> and its start included).
 local function delete_job(id)
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'key', 'task')
   unindex(id)
-  if f[1] and redis.call('HGET', K_UNIQ_DONE, f[1]) == id then
-    redis.call('HDEL', K_UNIQ_DONE, f[1])
+  if f[1] then
+    if redis.call('HGET', K_UNIQ_DONE, f[1]) == id then
+      redis.call('HDEL', K_UNIQ_DONE, f[1])
+    end
+    redis.call('ZREM', k_bykey(f[1]), id)
   end
   if f[2] then
     redis.call('ZREM', k_started(f[2]), id)
@@ -224,9 +245,11 @@ local function put_job(id, first, last, now, wake)
   if redis.call('EXISTS', jk) == 1 then
     return redis.call('HGETALL', jk)
   end
+  local key = nil
   for p = first, last, 2 do
     if ARGV[p] == 'key' then
-      local holder = key_holder(ARGV[p + 1], now)
+      key = ARGV[p + 1]
+      local holder = key_holder(key, now)
       if holder then
         return holder
       end
@@ -235,5 +258,8 @@ local function put_job(id, first, last, now, wake)
   end
   redis.call('HSET', jk, unpack(ARGV, first, last))
   index(id, now, wake)
+  if key then
+    redis.call('ZADD', k_bykey(key), 0, id)
+  end
   return 0
 end

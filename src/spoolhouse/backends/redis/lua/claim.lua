@@ -1,6 +1,7 @@
 -- claim.lua: move up to `limit` due jobs to running, serving queues in the order given.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] lease_expires_at  [4] worker_id  [5] token head
 --       [6] limit  [7] most scheduled jobs promoted per queue  [8] per-task limits as
 --       JSON, {"<task>": {"c": concurrency, "r": rate, "p": per}} (c and r optional),

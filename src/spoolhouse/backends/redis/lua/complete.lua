@@ -1,31 +1,40 @@
--- complete.lua: running -> succeeded.
+-- complete.lua: running -> succeeded, for a batch of jobs (complete and complete_many).
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
--- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] '1' when a result is given
---       [6] result bytes  [7] expires_at, or '' for none
--- Returns: 1, or 0 when the token is not current (nothing changed).
--- Invariants: fencing by token; the job holds its unique key until its expires_at
---          (for ever without one): its uniq entry moves to uniq_done (see keep_key
---          in _lib.lua); it leaves the task's running count and enters the expiring
---          zset when it has an expiry.
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
+-- ARGV: [1] root  [2] now  [3] stats minute of now (floor(now / 60)), or '' to count
+--       nothing  [4] number of jobs n, then n times five values: job id, token, '1' when
+--       a result is given, result bytes, expires_at or '' for none
+-- Returns: one entry per job, in order: 1, or 0 when its token is not current (that
+--          job is left as it was).
+-- Invariants: fencing by token, job by job; the job holds its unique key until its
+--          expires_at (for ever without one): its uniq entry moves to uniq_done (see
+--          keep_key in _lib.lua); it leaves the task's running count and enters the
+--          expiring zset when it has an expiry; each job completed is counted as one
+--          success in the minute [3]; the batch is one script, so it is applied whole.
 
-local id = ARGV[3]
-if not held(id, ARGV[4]) then
-  return 0
+local now = tonumber(ARGV[2])
+local out = {}
+local i = 5
+for j = 1, tonumber(ARGV[4]) do
+  local id = ARGV[i]
+  if held(id, ARGV[i + 1]) then
+    local jk = k_job(id)
+    unindex(id)
+    redis.call('HSET', jk, 'state', 'succeeded', 'finished_at', ARGV[2])
+    if ARGV[i + 2] == '1' then
+      redis.call('HSET', jk, 'result', ARGV[i + 3])
+    else
+      redis.call('HDEL', jk, 'result')
+    end
+    set_or_clear(jk, 'expires_at', ARGV[i + 4])
+    redis.call('HDEL', jk, 'lease', 'lease_expires_at')
+    index(id, now, {})
+    tally(ARGV[3], 's')
+    out[j] = 1
+  else
+    out[j] = 0
+  end
+  i = i + 5
 end
-local jk = k_job(id)
-unindex(id)
-redis.call('HSET', jk, 'state', 'succeeded', 'finished_at', ARGV[2])
-if ARGV[5] == '1' then
-  redis.call('HSET', jk, 'result', ARGV[6])
-else
-  redis.call('HDEL', jk, 'result')
-end
-if ARGV[7] ~= '' then
-  redis.call('HSET', jk, 'expires_at', ARGV[7])
-else
-  redis.call('HDEL', jk, 'expires_at')
-end
-redis.call('HDEL', jk, 'lease', 'lease_expires_at')
-index(id, tonumber(ARGV[2]), {})
-return 1
+return out

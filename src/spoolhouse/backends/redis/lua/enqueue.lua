@@ -1,6 +1,7 @@
 -- enqueue.lua: store a batch of jobs in one atomic step (enqueue and enqueue_many).
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] deadline: server time (TIME, in seconds) after which
 --       the client has stopped waiting for the reply  [4] number of jobs n
 --       then n times: id, m, and m values forming field/value pairs of the job hash

@@ -1,7 +1,8 @@
 -- purge.lua: delete a batch of jobs of one final state, optionally of one queue and
 -- finished before a time.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] state (final)  [3] lexicographic start ('-' or '(' .. last id)
 --       [4] batch size  [5] queue, or '' for any  [6] '1' when [5] applies
 --       [7] finished before, or '' for any

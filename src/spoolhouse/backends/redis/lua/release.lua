@@ -1,6 +1,7 @@
 -- release.lua: running -> pending, the attempt given back (worker shutdown).
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token
 -- Returns: 1, or 0 when the token is not current (nothing changed).
 -- Invariants: fencing by token; the job keeps its unique key and its run_at (and _rk):

@@ -1,10 +1,13 @@
 -- retry.lua: running -> pending at run_at, keeping the error.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] run_at  [6] _rk head (run_at
 --       in order-preserving hex)  [7] error  [8] '1' to count the attempt, '0' to give it back
+--       [9] stats minute of now (floor(now / 60)), or '' to count nothing
 -- Returns: 1, or 0 when the token is not current (nothing changed).
--- Invariants: fencing by token; the job keeps its unique key; workers are woken.
+-- Invariants: fencing by token; the job keeps its unique key; workers are woken; one
+--          retry is counted in the minute [9] (also when the attempt is given back).
 
 local id = ARGV[3]
 if not held(id, ARGV[4]) then
@@ -22,4 +25,5 @@ redis.call('HDEL', jk, 'lease', 'lease_expires_at', 'worker_id')
 local wake = {}
 index(id, tonumber(ARGV[2]), wake)
 wake_up(wake)
+tally(ARGV[9], 'r')
 return 1

@@ -1,6 +1,7 @@
 -- set_progress.lua: record the progress JSON of a running job.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done (the fixed keys, see keys.py)
+-- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
+--       (the fixed keys, see keys.py)
 -- ARGV: [1] root  [2] job id  [3] token  [4] progress (JSON text)
 -- Returns: 'held', 'abort' (held, cancel requested) or 'lost' (nothing written).
 -- Invariants: only the holder of the current lease writes.

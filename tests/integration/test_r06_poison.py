@@ -28,6 +28,8 @@ from harness import (
     wait_until,
 )
 
+from spoolhouse.worker.worker import ACK_BATCH
+
 pytestmark = pytest.mark.slow
 
 K = 3  # Spooler(max_lost=3), the default
@@ -72,7 +74,14 @@ def test_r06_poison_pill_fails_after_three_crashes(sc: Scenario, poison: str, no
     assert len({e.pid for e in poison_runs}) == K, "each crash attempt ran in its own process"
     assert row["state"] == "failed" and row["lost"] == K and row["attempt"] == K
     assert error.get("reason") == "worker_lost", error
-    assert report.lost == [] and report.dup == 0 and report.unknown == [], report.summary()
+    assert report.lost == [] and report.unknown == [], report.summary()
+    # acks are batched: the first crash may re-run jobs whose success was not yet
+    # recorded (at most two ack batches); a job that crashed before runs only after
+    # every pending ack is recorded, so the later crashes re-run nothing
+    assert report.dup <= 2 * ACK_BATCH, report.summary()
+    assert all(
+        sum(1 for e in runs if e.finished) <= 2 for runs in report.by_job.values()
+    ), "a job ran more than twice"
     assert restarts == K, f"{restarts} replacement processes for {K} crashes"
     assert_store_healthy(sc.db)
     assert_clean_logs(worker.log())

@@ -182,7 +182,7 @@ def test_heartbeat_extends_leases_and_delivers_abort(sp: Spooler, clock: FakeClo
     from spoolhouse.context import RunningJob
 
     running = RunningJob(claimed)
-    worker._inflight[claimed.id] = (claimed, running)
+    worker._held[claimed.id] = (claimed, running)
     clock.advance(20)
     worker.heartbeat()
     assert job.info().lease_expires_at == clock.now() + 30

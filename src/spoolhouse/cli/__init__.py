@@ -141,7 +141,10 @@ def worker_command(
     if metrics_port is not None:
         from ..metrics import serve_metrics
 
-        serve_metrics(supervisor, host=metrics_host, port=metrics_port)
+        try:
+            serve_metrics(supervisor, host=metrics_host, port=metrics_port)
+        except SpoolhouseError as exc:
+            raise click.ClickException(str(exc)) from exc
     logging.getLogger("spoolhouse").info(
         "spoolhouse worker: %d process(es) x %d thread(s), queues %s, store %s",
         processes, threads, ",".join(queue_list or spooler.queues()), spooler.backend.url,

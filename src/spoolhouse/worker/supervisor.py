@@ -16,6 +16,7 @@ thread crosses a ``fork()``; each child imports the app again from ``app_ref``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -49,8 +50,9 @@ class Running:
     job_id: str
     token: str
     task: str
-    started: float  # monotonic
     timeout: float | None
+    started: float | None = None  # monotonic; None while claimed but not started
+    ran: bool = False  # finished executing; its ack may still be buffered in the child
 
 
 @dataclass
@@ -222,7 +224,7 @@ class Supervisor:
             times.append(self._next_schedule - now)
         for child in self.children.values():
             for r in child.running.values():
-                if r.timeout is not None:
+                if r.timeout is not None and r.started is not None and not r.ran:
                     times.append(r.started + r.timeout - now)
         times.extend(t - now for t in self._restart_at.values())
         if self.stop_deadline is not None:
@@ -234,17 +236,37 @@ class Supervisor:
             while child.conn.poll():
                 message = child.conn.recv()
                 kind = message[0]
-                if kind == "start":
-                    _, job_id, token, task, timeout = message
-                    child.running[job_id] = Running(job_id, token, task, time.monotonic(), timeout)
-                elif kind == "end":
-                    child.running.pop(message[1], None)
-                elif kind == "outcome":
-                    _, task, queue, outcome, duration = message
-                    for listener in self.listeners:
-                        listener(task, queue, outcome, duration)
+                if kind == "claim":
+                    for job_id, token, task, timeout in message[1]:
+                        child.running[job_id] = Running(job_id, token, task, timeout)
+                elif kind == "start":
+                    _, job_id, previous = message
+                    r = child.running.get(job_id)
+                    if r is not None:
+                        r.started = time.monotonic()
+                    self._ran(child, previous)
+                elif kind == "ran":
+                    self._ran(child, message[1])
+                elif kind == "done":
+                    for job_id, task, queue, outcome, duration in message[1]:
+                        child.running.pop(job_id, None)
+                        if outcome != "released":
+                            self._notify(task, queue, outcome, duration)
         except (EOFError, OSError):
             pass
+
+    def _notify(self, task: str, queue: str, outcome: str, duration: float) -> None:
+        for listener in self.listeners:
+            try:
+                listener(task, queue, outcome, duration)
+            except Exception:
+                log.exception("a supervisor listener raised; ignored")
+
+    @staticmethod
+    def _ran(child: Child, job_id: str | None) -> None:
+        r = child.running.get(job_id) if job_id is not None else None
+        if r is not None:
+            r.ran = True
 
     def _on_exit(self, child: Child) -> None:
         del self.children[child.index]
@@ -259,11 +281,19 @@ class Supervisor:
                 "this job",
             )
             for r in child.running.values():
+                if r.started is None or r.ran:
+                    # claimed ahead but never started, or finished with its ack still
+                    # buffered: not the job's fault; it runs again (at most once more)
+                    backend.release(r.job_id, r.token, now=now)
+                    continue
                 rescued = backend.rescue(r.job_id, r.token, now=now, max_lost=self.spooler.max_lost,
                                          error=error, expires_at=self._failed_expiry(now))
                 if rescued is not None:
                     log.warning("job %s (%s): worker %s died (exit %s); job is now %s",
                                 r.job_id, r.task, child.process.pid, code, rescued.state.value)
+                    lost_for = time.monotonic() - (r.started or time.monotonic())
+                    self._notify(rescued.task, rescued.queue,
+                                 "failed" if rescued.state == "failed" else "retry", lost_for)
         if self.stopping:
             return
         if self.config.burst and code == 0:
@@ -296,7 +326,8 @@ class Supervisor:
         for child in list(self.children.values()):
             overdue = [
                 r for r in child.running.values()
-                if r.timeout is not None and now_mono - r.started > r.timeout
+                if r.timeout is not None and r.started is not None and not r.ran
+                and now_mono - r.started > r.timeout
             ]
             if not overdue or child.timed_out:
                 continue
@@ -328,11 +359,14 @@ class Supervisor:
                                   retryable=True, failed_ttl=self.spooler.failed_ttl)
         else:
             outcome = Fail(error=error, expires_at=None)
+        elapsed = time.monotonic() - (r.started or time.monotonic())
         if isinstance(outcome, RetryAt):
-            backend.retry(r.job_id, r.token, now=now, run_at=outcome.run_at, error=error)
+            if backend.retry(r.job_id, r.token, now=now, run_at=outcome.run_at, error=error):
+                self._notify(job.task, job.queue, "retry", elapsed)
         else:
             assert isinstance(outcome, Fail)
-            backend.fail(r.job_id, r.token, now=now, error=error, expires_at=outcome.expires_at)
+            if backend.fail(r.job_id, r.token, now=now, error=error, expires_at=outcome.expires_at):
+                self._notify(job.task, job.queue, "failed", elapsed)
 
     def _enforce_stop_deadline(self) -> None:
         if self.stop_deadline is None or time.monotonic() < self.stop_deadline:
@@ -433,10 +467,15 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
         queues=config.queues,
         threads=config.threads,
         max_tasks=config.max_tasks,
-        on_start=lambda job: send(("start", job.id, job.lease, job.task, job.timeout)),
-        on_finish=lambda job: send(("end", job.id)),
-        on_outcome=lambda job, kind, duration: send(
-            ("outcome", job.task, job.queue, kind, duration)
+        on_claim=lambda jobs: send(
+            ("claim", [(j.id, j.lease, j.task, j.timeout) for j in jobs])
+        ),
+        on_start=lambda job, previous: send(
+            ("start", job.id, None if previous is None else previous.id)
+        ),
+        on_ran=lambda job: send(("ran", job.id)),
+        on_done=lambda done: send(
+            ("done", [(j.id, j.task, j.queue, kind, d) for j, kind, d in done])
         ),
     )
     def on_term(signum: int, frame: Any) -> None:
@@ -450,6 +489,12 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
         with contextlib.suppress(Exception):
             spooler.close()
         conn.close()
+        # exit hooks (an OpenTelemetry span processor's flush, …): multiprocessing
+        # ends a spawned child with os._exit, which would skip them
+        run_exit_hooks = getattr(atexit, "_run_exitfuncs", None)
+        if run_exit_hooks is not None:
+            with contextlib.suppress(Exception):
+                run_exit_hooks()
         logging.shutdown()
     # running threads of a cold stop must not keep the process alive
     os._exit(0)

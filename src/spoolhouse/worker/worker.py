@@ -1,7 +1,21 @@
-"""Worker: claims due jobs, runs them on a thread pool, heartbeats their leases.
+"""Worker: claims due jobs, runs them on threads, heartbeats their leases, acks in batches.
 
 ``run_once(now)`` and ``drain()`` are the single-step forms tests use;
 ``run()`` is the loop a worker process runs.
+
+Inside ``run()``:
+
+* the calling thread claims: when fewer jobs are waiting locally than there
+  are threads, it claims a batch whose size adapts (doubling while claims come
+  back full, shrinking when the queue runs short), so a deep queue costs one
+  transaction per batch and a short one keeps its latency and fairness;
+* ``threads`` executor threads take claimed jobs and run them;
+* a flusher thread records successes in batches (``complete_many``) within
+  :data:`ACK_DELAY` seconds, at once when nothing else is waiting; other
+  outcomes are recorded right away. An ack delayed by batching is never lost:
+  the job stays leased (and heartbeated) until its batch commits, and runs
+  again, at most once more, if the process dies first;
+* a heartbeat thread extends the leases of every job the worker holds.
 """
 
 from __future__ import annotations
@@ -12,8 +26,8 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .. import signals
@@ -34,6 +48,22 @@ log = logging.getLogger("spoolhouse.worker")
 IDLE_CHECK = 1.0
 #: Longest wait between attempts to reach a store that does not answer.
 MAX_OUTAGE_BACKOFF = 5.0
+#: Most jobs claimed ahead of the executor threads.
+PREFETCH_MAX = 64
+#: Most successes waiting to be recorded; executors wait when it is reached, so
+#: a crash re-runs at most this many finished jobs (plus one batch being committed).
+ACK_BATCH = 64
+#: Longest a success waits to be recorded while other jobs keep the worker busy.
+ACK_DELAY = 0.005
+#: Claim ahead of the threads only while jobs take less than this on average:
+#: prefetching long jobs would hold them away from idle workers.
+PREFETCH_IF_FASTER = 0.010
+#: Jobs waiting locally behind jobs running longer than this are given back.
+HOARD_LIMIT = 0.050
+
+#: ``(job, kind, duration)`` reported once an outcome is recorded; kind is
+#: succeeded, retry, failed, cancelled, or released (given back unstarted or at shutdown).
+Done = tuple[Job, str, float]
 
 
 def task_limits(spooler: Spooler) -> dict[str, TaskLimit]:
@@ -57,10 +87,17 @@ class Worker:
 
     :param threads: jobs run at once in this process.
     :param max_tasks: stop claiming after this many jobs (the process is recycled).
-    :param on_start: called with each claimed job before it runs (the supervisor
-        uses it to track deadlines); ``on_finish`` after its outcome is recorded.
-    :param on_outcome: called with ``(job, kind, duration)`` once an outcome is
-        recorded; kind is succeeded, retry, failed or cancelled.
+    :param prefetch: most jobs claimed ahead of the threads (0: claim only for idle threads).
+    :param on_claim: called with each claimed batch (the supervisor tracks what
+        this process holds); ``on_start(job, previous)`` with a job about to run
+        and the job the same thread ran before it (finished, its ack perhaps
+        still buffered), or ``None``; ``on_ran(job)`` when a thread goes idle
+        after running ``job``; ``on_done`` with batches of ``(job, kind,
+        duration)`` once their outcome is recorded. A supervisor uses these to
+        tell a job that was running when its process died (rescued, counted
+        as lost) from one that had finished or not started (given back).
+    :param on_outcome: called with ``(job, kind, duration)`` for each recorded
+        outcome (kind: succeeded, retry, failed or cancelled).
     """
 
     def __init__(
@@ -71,8 +108,11 @@ class Worker:
         threads: int = 1,
         worker_id: str | None = None,
         max_tasks: int | None = None,
-        on_start: Callable[[Job], None] | None = None,
-        on_finish: Callable[[Job], None] | None = None,
+        prefetch: int = PREFETCH_MAX,
+        on_claim: Callable[[list[Job]], None] | None = None,
+        on_start: Callable[[Job, Job | None], None] | None = None,
+        on_ran: Callable[[Job], None] | None = None,
+        on_done: Callable[[list[Done]], None] | None = None,
         on_outcome: Callable[[Job, str, float], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -83,19 +123,33 @@ class Worker:
         self.threads = threads
         self.worker_id = worker_id or make_worker_id()
         self.max_tasks = max_tasks
+        self.prefetch = max(prefetch, 0)
+        self.on_claim = on_claim
         self.on_start = on_start
-        self.on_finish = on_finish
+        self.on_ran = on_ran
+        self.on_done = on_done
         self.on_outcome = on_outcome
         self.rng = rng or random.Random()
-        self.processed = 0
-        self._inflight: dict[str, tuple[Job, RunningJob]] = {}
+        self.limits = task_limits(spooler)
+        self.processed = 0  # outcomes recorded (or lost), for max_tasks
+        self.claimed = 0
+        # every job this worker holds a lease on: waiting, running or awaiting its ack
+        self._held: dict[str, tuple[Job, RunningJob]] = {}
+        self._ready: deque[Job] = deque()
+        self._running = 0
+        self._acks: list[tuple[Job, Complete, float]] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._ack_ready = threading.Condition(threading.Lock())
+        self._flushing = threading.Lock()  # held from taking a batch until it is committed
         self._stop = threading.Event()
         self._hard = threading.Event()
-        self._draining = False
+        self._done_running = threading.Event()
         self._hb_stop = threading.Event()
-        self.limits = task_limits(spooler)
+        self._batch = threads
+        self._draining = False
+        self._avg: float | None = None  # moving average of job durations (s); None: unknown
+        self._started: dict[str, float] = {}  # running job id -> monotonic start
 
     # -- single steps --------------------------------------------------------------
     def run_once(self, now: float | None = None) -> Job | None:
@@ -111,8 +165,12 @@ class Worker:
         )
         if not jobs:
             return None
-        self._process(jobs[0])
-        return jobs[0]
+        job = jobs[0]
+        with self._lock:
+            self._held[job.id] = (job, self._running_job(job))
+        outcome, duration = self._execute(job)
+        self._record(job, outcome, duration)
+        return job
 
     def drain(self, *, max_jobs: int | None = None) -> int:
         """``run_once`` until nothing is due; return how many jobs ran."""
@@ -134,7 +192,7 @@ class Worker:
             self._draining = False
 
     # -- one job -------------------------------------------------------------------
-    def _process(self, job: Job, *, announced: bool = False) -> None:
+    def _running_job(self, job: Job) -> RunningJob:
         backend = self.spooler.backend
         token = job.lease or ""
 
@@ -144,24 +202,15 @@ class Worker:
         running = RunningJob(job, report)
         if job.abort_requested:
             running.request_abort()
+        return running
+
+    def _execute(self, job: Job) -> tuple[Outcome, float]:
         with self._lock:
-            self._inflight[job.id] = (job, running)
-        try:
-            if self.on_start is not None and not announced:
-                self.on_start(job)
-            signals.send(signals.job_started, self.spooler, job=job)
-            began = time.perf_counter()
-            outcome = execute(
-                self.spooler, job, running, now=self.spooler.clock.now, rng=self.rng
-            )
-            self.apply(job, outcome, duration=time.perf_counter() - began)
-        finally:
-            with self._changed:
-                self._inflight.pop(job.id, None)
-                self.processed += 1
-                self._changed.notify_all()
-            if self.on_finish is not None:
-                self.on_finish(job)
+            running = self._held[job.id][1]
+        signals.send(signals.job_started, self.spooler, job=job)
+        began = time.perf_counter()
+        outcome = execute(self.spooler, job, running, now=self.spooler.clock.now, rng=self.rng)
+        return outcome, time.perf_counter() - began
 
     def apply(self, job: Job, outcome: Outcome, *, duration: float = 0.0) -> bool:
         """Record ``outcome`` under this attempt's lease. ``False`` if the lease was lost."""
@@ -172,36 +221,53 @@ class Worker:
             ok = backend.complete(
                 job.id, token, now=now, result=outcome.result, expires_at=outcome.expires_at
             )
-            kind = "succeeded"
         elif isinstance(outcome, Cancelled):
             ok = backend.abort(job.id, token, now=now, error=outcome.error,
                                expires_at=outcome.expires_at)
-            kind = "cancelled"
         elif isinstance(outcome, RetryAt):
             ok = backend.retry(
                 job.id, token, now=now, run_at=outcome.run_at, error=outcome.error,
                 count=outcome.count,
             )
-            kind = "retry"
         else:
             assert isinstance(outcome, Fail)
             ok = backend.fail(job.id, token, now=now, error=outcome.error,
                               expires_at=outcome.expires_at)
-            kind = "failed"
-        if ok:
-            log.debug("job %s (%s) attempt %d: %s", job.id, job.task, job.attempt, kind)
-            error = None if isinstance(outcome, Complete) else parse_error(outcome.error)
-            signals.send(signals.BY_OUTCOME[kind], self.spooler, job=job, duration=duration,
-                         error=error)
-            if self.on_outcome is not None:
-                self.on_outcome(job, kind, duration)
-        else:
+        self._recorded(job, outcome, duration, ok)
+        return ok
+
+    def _record(self, job: Job, outcome: Outcome, duration: float) -> None:
+        """Record one outcome now, then report it."""
+        try:
+            self.apply(job, outcome, duration=duration)
+        finally:
+            self._forget([(job, _kind(outcome), duration)])
+
+    def _recorded(self, job: Job, outcome: Outcome, duration: float, ok: bool) -> None:
+        kind = _kind(outcome)
+        if not ok:
             log.warning(
                 "job %s (%s) attempt %d: lease_lost; outcome %s not recorded (the job was "
                 "rescued after this worker missed its heartbeats, and runs elsewhere)",
                 job.id, job.task, job.attempt, kind,
             )
-        return ok
+            return
+        log.debug("job %s (%s) attempt %d: %s", job.id, job.task, job.attempt, kind)
+        error = None if isinstance(outcome, Complete) else parse_error(outcome.error)
+        signals.send(signals.BY_OUTCOME[kind], self.spooler, job=job, duration=duration,
+                     error=error)
+        if self.on_outcome is not None:
+            self.on_outcome(job, kind, duration)
+
+    def _forget(self, done: list[Done]) -> None:
+        """The jobs' outcomes are recorded (or given up): drop them and report."""
+        with self._changed:
+            for job, _, _ in done:
+                self._held.pop(job.id, None)
+            self.processed += sum(1 for _, kind, _ in done if kind != "released")
+            self._changed.notify_all()
+        if self.on_done is not None and done:
+            self.on_done(done)
 
     # -- the loop ------------------------------------------------------------------
     def stop(self, *, hard: bool = False) -> None:
@@ -217,25 +283,32 @@ class Worker:
         return self._stop.is_set()
 
     def inflight(self) -> list[Job]:
+        """Every job this worker holds: waiting to run, running, or awaiting its ack."""
         with self._lock:
-            return [job for job, _ in self._inflight.values()]
+            return [job for job, _ in self._held.values()]
 
     def run(self, *, burst: bool = False, shutdown_timeout: float = 30.0) -> None:
         """Claim and run jobs until :meth:`stop` (or, with ``burst``, until none is due).
 
-        On stop, running jobs get ``shutdown_timeout`` seconds to finish; the
-        leases of those still running then are released so that they run
-        again elsewhere at once.
+        On stop, jobs claimed but not started are given back at once; running
+        jobs get ``shutdown_timeout`` seconds to finish; the leases of those
+        still running then are released so that they run again elsewhere.
         """
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="spoolhouse-heartbeat",
-                                     daemon=True)
-        heartbeat.start()
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="spoolhouse-job")
+        helpers = [
+            threading.Thread(target=self._heartbeat_loop, name="spoolhouse-heartbeat", daemon=True),
+            threading.Thread(target=self._flush_loop, name="spoolhouse-acks", daemon=True),
+        ]
+        executors = [
+            threading.Thread(target=self._executor_loop, name=f"spoolhouse-job-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
+        for thread in helpers + executors:
+            thread.start()
         outage = 0.0
         try:
             while not self._stop.is_set():
                 try:
-                    if not self._step(pool, burst):
+                    if not self._step(burst):
                         break
                     outage = 0.0
                 except BackendUnavailable as exc:
@@ -243,72 +316,226 @@ class Worker:
                     outage = min(max(outage * 2, 0.1), MAX_OUTAGE_BACKOFF)
                     log.warning("store unavailable (%s); retrying in %.1fs", exc, outage)
                     self._stop.wait(outage)
-            self._finish(shutdown_timeout)
         finally:
-            self._hb_stop.set()
-            pool.shutdown(wait=not self._hard.is_set(), cancel_futures=True)
+            self._finish(shutdown_timeout, executors)
 
-    def _step(self, pool: ThreadPoolExecutor, burst: bool) -> bool:
-        """One pass of the loop: claim and dispatch, or wait. ``False`` ends the loop."""
+    def _step(self, burst: bool) -> bool:
+        """One pass of the claim loop: claim a batch, or wait. ``False`` ends the loop."""
         backend = self.spooler.backend
         clock = self.spooler.clock
-        if self.max_tasks is not None and self.processed + len(self._inflight) >= self.max_tasks:
-            return False
         with self._changed:
-            free = self.threads - len(self._inflight)
-            if free <= 0:
+            if self.max_tasks is not None and self.claimed >= self.max_tasks:
+                if not self._held:
+                    return False
                 self._changed.wait(IDLE_CHECK)
                 return True
+            waiting = len(self._ready)
+            if waiting and self._hoarding():
+                hoard = list(self._ready)
+                self._ready.clear()
+                self._avg = max(self._avg or 0.0, HOARD_LIMIT)
+            else:
+                hoard = []
+            ahead = self._avg is not None and self._avg < PREFETCH_IF_FASTER
+            if ahead:
+                capacity = self.threads + self.prefetch - waiting - self._running
+                enough = waiting >= self.threads
+            else:
+                capacity = self.threads - waiting - self._running
+                enough = capacity <= 0
+            if not hoard and (enough or capacity <= 0):
+                # enough local work: wait until the threads eat into it
+                self._changed.wait(HOARD_LIMIT if waiting else IDLE_CHECK)
+                return True
+        if hoard:
+            log.debug("giving back %d jobs queued behind long-running ones", len(hoard))
+            self._give_back(hoard, clock.now())
+            return True
+        limit = max(min(self._batch, capacity), 1)
         if self.max_tasks is not None:
-            free = min(free, self.max_tasks - self.processed - len(self._inflight))
+            limit = min(limit, self.max_tasks - self.claimed)
         now = clock.now()
         jobs = backend.claim(
             self.queues, worker_id=self.worker_id, now=now, lease=self.spooler.lease,
-            limit=free, limits=self.limits,
+            limit=limit, limits=self.limits,
         )
+        if len(jobs) >= limit:
+            self._batch = min(self._batch * 2, self.threads + self.prefetch)
+        else:
+            self._batch = max(self.threads, len(jobs))
         if jobs:
-            for job in jobs:
-                with self._lock:
-                    # reserve the slot before the pool thread starts
-                    self._inflight[job.id] = (job, RunningJob(job))
-                if self.on_start is not None:
-                    self.on_start(job)
-                pool.submit(self._process, job, announced=True)
-            return True
-        if burst:
             with self._changed:
-                if not self._inflight:
-                    return False
-                self._changed.wait(IDLE_CHECK)
+                for job in jobs:
+                    self._held[job.id] = (job, self._running_job(job))
+                    self._ready.append(job)
+                self.claimed += len(jobs)
+                self._changed.notify_all()
+            if self.on_claim is not None:
+                self.on_claim(jobs)
             return True
+        with self._changed:
+            busy = bool(self._held)
+            if burst and not busy:
+                return False
+            if busy:
+                # the queue is empty for now; look again when a thread frees up
+                self._changed.wait(IDLE_CHECK)
+                return True
         due = backend.next_due(self.queues, now=now)
         pause = IDLE_CHECK if due is None else min(max(due - now, 0.0), IDLE_CHECK)
         if pause > 0:
             backend.wait(self.queues, pause)
         return True
 
-    def _finish(self, shutdown_timeout: float) -> None:
-        monotonic = self.spooler.clock.monotonic
-        deadline = monotonic() + shutdown_timeout
+    def _hoarding(self) -> bool:
+        """All threads are busy with jobs that run long while others wait here (lock held)."""
+        if self._running < self.threads or not self._started:
+            return False
+        oldest = min(self._started.values())
+        return self.spooler.clock.monotonic() - oldest > HOARD_LIMIT
+
+    def _executor_loop(self) -> None:
+        previous: Job | None = None  # ran last on this thread; the supervisor is not told yet
+        while True:
+            with self._changed:
+                if not self._ready and previous is not None and self.on_ran is not None:
+                    idle_after, previous = previous, None
+                else:
+                    idle_after = None
+            if idle_after is not None:
+                self.on_ran(idle_after)  # type: ignore[misc]
+            with self._changed:
+                while not self._ready and not self._done_running.is_set():
+                    self._changed.wait()
+                if self._done_running.is_set():
+                    return
+                job = self._ready.popleft()
+                self._running += 1
+                self._started[job.id] = self.spooler.clock.monotonic()
+                self._changed.notify_all()
+            try:
+                if job.lost:
+                    # this job took a worker down before: record the others' successes
+                    # first, so that if it crashes again it takes no one else with it
+                    self.flush()
+                if self.on_start is not None:
+                    self.on_start(job, previous)
+                previous = None
+                outcome, duration = self._execute(job)
+                with self._lock:
+                    self._avg = duration if self._avg is None else 0.8 * self._avg + 0.2 * duration
+                if isinstance(outcome, Complete):
+                    with self._ack_ready:
+                        while len(self._acks) >= ACK_BATCH and not self._done_running.is_set():
+                            self._ack_ready.notify_all()
+                            self._ack_ready.wait(ACK_DELAY)  # back-pressure: the flusher is behind
+                        self._acks.append((job, outcome, duration))
+                        with self._lock:
+                            idle = not self._ready
+                        if idle or len(self._acks) >= ACK_BATCH:
+                            self._ack_ready.notify_all()
+                else:
+                    self._record(job, outcome, duration)
+            except Exception:
+                log.exception("job %s: the worker failed to run or record it; its lease will "
+                              "expire and it will run again", job.id)
+            finally:
+                previous = job
+                with self._changed:
+                    self._running -= 1
+                    self._started.pop(job.id, None)
+                    self._changed.notify_all()
+
+    def _flush_loop(self) -> None:
+        while not self._done_running.is_set() or self._acks:
+            with self._ack_ready:
+                if not self._acks:
+                    self._ack_ready.wait(IDLE_CHECK)
+                elif len(self._acks) < ACK_BATCH:
+                    with self._lock:
+                        busy = bool(self._ready)
+                    if busy:
+                        self._ack_ready.wait(ACK_DELAY)
+            self.flush()
+
+    def flush(self) -> None:
+        """Record the buffered successes in one transaction.
+
+        Returns once every success buffered before the call is recorded, also
+        those a concurrent flush was committing.
+        """
+        with self._flushing:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._ack_ready:
+            batch, self._acks = self._acks, []
+            self._ack_ready.notify_all()  # executors waiting on a full buffer may go on
+        if not batch:
+            return
+        items = [(job.id, job.lease or "", c.result, c.expires_at) for job, c, _ in batch]
+        delay = 0.05
+        while True:
+            try:
+                done = self.spooler.backend.complete_many(items, now=self.spooler.clock.now())
+                break
+            except BackendUnavailable as exc:
+                if self._hard.is_set():
+                    # a cold stop: these jobs keep their leases and run again elsewhere
+                    log.warning("store unavailable (%s); %d acks dropped at a cold stop",
+                                exc, len(batch))
+                    self._forget([(job, "released", d) for job, _, d in batch])
+                    return
+                log.warning("store unavailable (%s); %d acks wait, retrying in %.2fs",
+                            exc, len(batch), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_OUTAGE_BACKOFF)
+        for (job, outcome, duration), ok in zip(batch, done, strict=True):
+            self._recorded(job, outcome, duration, ok)
+        self._forget([(job, "succeeded", duration) for job, _, duration in batch])
+
+    def _finish(self, shutdown_timeout: float, executors: list[threading.Thread]) -> None:
+        clock = self.spooler.clock
+        now = clock.now()
+        # jobs claimed but not started go back at once
         with self._changed:
-            while self._inflight and not self._hard.is_set():
-                left = deadline - monotonic()
+            unstarted = list(self._ready)
+            self._ready.clear()
+        self._give_back(unstarted, now)
+        deadline = clock.monotonic() + shutdown_timeout
+        with self._changed:
+            while self._running and not self._hard.is_set():
+                left = deadline - clock.monotonic()
                 if left <= 0:
                     break
                 self._changed.wait(min(left, IDLE_CHECK))
-        if self.release_inflight():
-            # The released jobs run elsewhere from now on: stop waiting for the threads
-            # still running them here (a worker process exits right after ``run``).
-            self._hard.set()
+            self._done_running.set()
+            self._changed.notify_all()
+        with self._ack_ready:
+            self._ack_ready.notify_all()
+        self.flush()
+        # what still runs now gets its lease released
+        self.release_inflight()
+        self._hb_stop.set()
+
+    def _give_back(self, jobs: list[Job], now: float) -> int:
+        released = 0
+        for job in jobs:
+            try:
+                if self.spooler.backend.release(job.id, job.lease or "", now=now):
+                    released += 1
+            except BackendUnavailable:
+                log.warning("job %s: could not release its lease; it runs again after it "
+                            "expires", job.id)
+        self._forget([(job, "released", 0.0) for job in jobs])
+        return released
 
     def release_inflight(self) -> int:
-        """Give back the leases of jobs still running, so they run again elsewhere now."""
-        now = self.spooler.clock.now()
-        released = 0
-        for job in self.inflight():
-            if self.spooler.backend.release(job.id, job.lease or "", now=now):
-                released += 1
-                log.info("job %s (%s): lease released at shutdown", job.id, job.task)
+        """Give back the leases of jobs still held, so they run again elsewhere now."""
+        held = self.inflight()
+        released = self._give_back(held, self.spooler.clock.now())
+        for job in held:
+            log.info("job %s (%s): lease released at shutdown", job.id, job.task)
         return released
 
     def _heartbeat_loop(self) -> None:
@@ -316,9 +543,9 @@ class Worker:
             self.heartbeat()
 
     def heartbeat(self, now: float | None = None) -> None:
-        """Extend the leases of running jobs; pass cancellation requests to them."""
+        """Extend the leases of every held job; pass cancellation requests to running ones."""
         with self._lock:
-            held = {jid: (job, running) for jid, (job, running) in self._inflight.items()}
+            held = dict(self._held)
         if not held:
             return
         at = self.spooler.clock.now() if now is None else now
@@ -335,3 +562,13 @@ class Worker:
                 held[jid][1].request_abort()
             elif state is LeaseState.LOST:
                 log.warning("job %s: lease_lost (rescued elsewhere)", jid)
+
+
+def _kind(outcome: Outcome) -> str:
+    if isinstance(outcome, Complete):
+        return "succeeded"
+    if isinstance(outcome, Cancelled):
+        return "cancelled"
+    if isinstance(outcome, RetryAt):
+        return "retry"
+    return "failed"

@@ -237,11 +237,43 @@ def test_refused_arguments_name_the_fix(sp: Spooler) -> None:
     assert sp.backend.counts() == {}
 
 
-@pytest.mark.parametrize("name", ["timer", "rbtimer", "cron"])
-def test_timer_and_cron_say_periodic_tasks_are_not_there_yet(name: str) -> None:
-    decorator = getattr(uwsgi, name)
-    with pytest.raises(ConfigurationError, match="periodic tasks.*not have yet"):
-        decorator(30)
+def test_timer_and_cron_become_periodic_tasks(clock: FakeClock) -> None:
+    from spoolhouse.worker.scheduler import Scheduler
+
+    sp = Spooler("memory://", clock=clock)
+    calls: list[tuple[str, int]] = []
+
+    @uwsgi.timer(30, target="spooler", spooler=sp, signum=7)
+    def tick(signum: int) -> None:
+        calls.append(("timer", signum))
+
+    @uwsgi.cron(-5, -1, -1, -1, -1, spooler=sp)
+    def every_five_minutes(signum: int) -> None:
+        calls.append(("cron", signum))
+
+    @uwsgi.rbtimer(60, spooler=sp)
+    def rb(signum: int) -> None:
+        calls.append(("rb", signum))
+
+    tick(1)  # still a plain function
+    assert calls == [("timer", 1)]
+    calls.clear()
+    by_name = {name.split(".")[-1]: s for name, s in sp.schedules.items()}
+    assert by_name["tick"].every == 30
+    assert by_name["every_five_minutes"].cron == "*/5 * * * *"
+    scheduler = Scheduler(sp)
+    for _ in range(10):
+        scheduler.tick()
+        sp.drain()
+        clock.advance(30)
+    assert calls.count(("timer", 7)) >= 9
+    assert ("rb", 0) in calls
+
+
+def test_cron_refuses_values_cron_never_had(sp: Spooler) -> None:
+    with pytest.raises(ConfigurationError, match="cron"):
+        uwsgi.cron(99, -1, -1, -1, -1, spooler=sp)(lambda signum: None)
+    assert sp.schedules == {}
 
 
 def test_thread_runs_on_the_bounded_pool(sp: Spooler) -> None:

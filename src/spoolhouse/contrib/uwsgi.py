@@ -50,10 +50,10 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from ..backends import DEFAULT_URL
-from ..errors import ConfigurationError, Retry
+from ..errors import Retry
 from ..handle import JobHandle
 from ..registry import default_name
 from ..spooler import Spooler
@@ -396,27 +396,87 @@ def thread(f: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     return thread_decorator(options.pop("spooler", None) or default_spooler(), f, **options)
 
 
-_PERIODIC = (
-    "uwsgidecorators.{name} needs periodic tasks, which Spoolhouse does not have yet (they "
-    "come with the scheduling work); until then keep this function under uWSGI, or run it "
-    "from the system's cron or a systemd timer, e.g. a crontab line calling "
-    "`python -c 'import tasks; tasks.my_spooled_task.spool()'`"
-)
+def _periodic_name(kind: str, fn: Callable[..., Any]) -> str:
+    return f"uwsgi.{kind}:{fn.__module__}.{fn.__qualname__}"
 
 
-def timer(*args: Any, **kwargs: Any) -> NoReturn:
-    """Not available yet: raises :class:`~spoolhouse.errors.ConfigurationError` (see the docs)."""
-    raise ConfigurationError(_PERIODIC.format(name="timer"))
+def _signal_handler(fn: Callable[..., Any], signum: int) -> Callable[[], Any]:
+    """uWSGI calls timer and cron handlers with the signal number; keep that shape."""
+
+    def run() -> Any:
+        return fn(signum)
+
+    run.__module__ = fn.__module__
+    run.__qualname__ = fn.__qualname__
+    run.__name__ = fn.__name__
+    return run
 
 
-def rbtimer(*args: Any, **kwargs: Any) -> NoReturn:
-    """Not available yet: raises :class:`~spoolhouse.errors.ConfigurationError` (see the docs)."""
-    raise ConfigurationError(_PERIODIC.format(name="rbtimer"))
+def timer(
+    secs: float, target: str = "", *, spooler: Spooler | None = None, signum: int = 0
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """uWSGI's ``@timer(secs)``: run the function every ``secs`` seconds, as a periodic task.
+
+    It runs once per tick across every worker process and host sharing the
+    store, inside a worker (``target`` is accepted and ignored: uWSGI's
+    ``target='spooler'`` is what Spoolhouse always does). The function is
+    called with ``signum`` like a uWSGI signal handler; calling the decorated
+    function directly still works. See :meth:`spoolhouse.Spooler.periodic`.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        owner = spooler or default_spooler()
+        owner.periodic(every=secs, name=_periodic_name("timer", fn), retries=0)(
+            _signal_handler(fn, signum)
+        )
+        return fn
+
+    return decorate
 
 
-def cron(*args: Any, **kwargs: Any) -> NoReturn:
-    """Not available yet: raises :class:`~spoolhouse.errors.ConfigurationError` (see the docs)."""
-    raise ConfigurationError(_PERIODIC.format(name="cron"))
+def rbtimer(
+    secs: float, target: str = "", *, spooler: Spooler | None = None, signum: int = 0
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """uWSGI's ``@rbtimer``: the same as :func:`timer` here (one run per tick)."""
+    return timer(secs, target, spooler=spooler, signum=signum)
+
+
+def _cron_field(value: int) -> str:
+    if value == -1:
+        return "*"
+    if value < -1:
+        return f"*/{-value}"  # uWSGI: -N means every N
+    return str(value)
+
+
+def cron(
+    minute: int,
+    hour: int,
+    day: int,
+    month: int,
+    dayweek: int,
+    target: str = "",
+    *,
+    spooler: Spooler | None = None,
+    tz: str | None = None,
+    signum: int = 0,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """uWSGI's ``@cron(minute, hour, day, month, dayweek)``: -1 is ``*``, -N is ``*/N``.
+
+    Runs once per matching minute across every worker process and host, in
+    ``tz`` (UTC by default; uWSGI used the server's local time, so pass
+    ``tz=`` to keep that behaviour). The function is called with ``signum``.
+    """
+    expression = " ".join(_cron_field(v) for v in (minute, hour, day, month, dayweek))
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        owner = spooler or default_spooler()
+        owner.periodic(cron=expression, tz=tz, name=_periodic_name("cron", fn), retries=0)(
+            _signal_handler(fn, signum)
+        )
+        return fn
+
+    return decorate
 
 
 # -- uwsgi_tasks ----------------------------------------------------------------------------

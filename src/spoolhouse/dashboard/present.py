@@ -170,8 +170,9 @@ class Presenter:
         scrub: Callable[[str], str] = lambda text: self.redactor.text(text, secrets)  # noqa: E731
         args_text = ""
         if call is not None:
-            shown_args = self.redactor.strings(call[0], secrets)
-            shown_kwargs = self.redactor.strings(call[1], secrets)
+            limit = None if full else 8  # a preview shows at most 5 items of a container
+            shown_args = self.redactor.strings(call[0], secrets, limit=limit)
+            shown_kwargs = self.redactor.strings(call[1], secrets, limit=limit)
             if full:
                 text = _call_long(shown_args, shown_kwargs, self.positional_names(job.task))
             else:

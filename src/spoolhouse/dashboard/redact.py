@@ -41,6 +41,8 @@ MARK = "<redacted>"
 # traceback would shred it, and such values are not meaningful secrets.
 _MIN_SECRET_TEXT = 3
 _MAX_DEPTH = 64
+_NUMBERS = frozenset({int, float, complex, bool, type(None)})
+_PLAIN = _NUMBERS | {str, bytes}
 
 
 class Redacted:
@@ -84,18 +86,29 @@ class Redactor:
                 )
         self._subs = tuple(subs)
         self._regexes = tuple(regexes)
+        self._known: dict[str, bool] = {}  # is_secret, by key
+
     def is_secret(self, key: object) -> bool:
         """Whether values under ``key`` are hidden."""
         if not isinstance(key, str):
             return False
-        normal = _normal(key)
-        return any(s in normal for s in self._subs) or any(r.search(key) for r in self._regexes)
+        known = self._known.get(key)
+        if known is None:
+            normal = _normal(key)
+            known = any(s in normal for s in self._subs) or any(r.search(key) for r in self._regexes)
+            if len(self._known) < 4096:
+                self._known[key] = known
+        return known
 
     def value(self, value: Any, secrets: set[str], _depth: int = 0) -> Any:
-        """A copy of ``value`` with the values of secret keys replaced by :data:`REDACTED`.
+        """``value`` with the values of secret keys replaced by :data:`REDACTED`.
 
-        The text of each replaced value is added to ``secrets``.
+        Containers holding a secret key are copied; others are returned as they
+        are. The text of each replaced value is added to ``secrets``.
         """
+        kind = type(value)
+        if kind in _PLAIN:
+            return value
         if _depth > _MAX_DEPTH:
             return REDACTED  # deeper than any sane payload: show nothing rather than walk on
         if isinstance(value, Mapping):
@@ -108,41 +121,54 @@ class Redactor:
                     out[key] = self.value(item, secrets, _depth + 1)
             return out
         if isinstance(value, list | tuple | set | frozenset):
+            if all(type(item) in _PLAIN for item in value):
+                return value  # the common case of a long list of numbers or strings: no copy
             items = [self.value(item, secrets, _depth + 1) for item in value]
             if isinstance(value, list):
                 return items
             if isinstance(value, tuple):
                 return tuple(items)
             try:
-                return type(value)(items) if isinstance(value, frozenset) else set(items)
+                return frozenset(items) if isinstance(value, frozenset) else set(items)
             except TypeError:  # a redacted dict inside a set: unhashable; fall back to a list
                 return items
         return value
 
-    def strings(self, value: Any, secrets: Iterable[str], _depth: int = 0) -> Any:
-        """A copy of ``value`` with :meth:`text` applied to every string in it.
+    def strings(
+        self, value: Any, secrets: Iterable[str], *, limit: int | None = None, _depth: int = 0
+    ) -> Any:
+        """``value`` with :meth:`text` applied to every string in it.
 
         Run before formatting, so that clipping a long string can never leave half
-        a secret on the page.
+        a secret on the page. With ``limit``, containers keep their first
+        ``limit`` items only (for one-line previews, which show fewer).
         """
+        kind = type(value)
+        if kind is str:
+            return self.text(value, secrets)
+        if kind in _PLAIN:
+            return value
         if _depth > _MAX_DEPTH:
             return REDACTED
-        if isinstance(value, str):
-            return self.text(value, secrets)
         if isinstance(value, Mapping):
+            pairs = list(value.items()) if limit is None else list(value.items())[:limit]
             return {
-                self.strings(k, secrets, _depth + 1) if isinstance(k, str) else k:
-                    self.strings(v, secrets, _depth + 1)
-                for k, v in value.items()
+                (self.text(k, secrets) if isinstance(k, str) else k):
+                    self.strings(v, secrets, limit=limit, _depth=_depth + 1)
+                for k, v in pairs
             }
-        if isinstance(value, list | tuple):
-            items = [self.strings(item, secrets, _depth + 1) for item in value]
-            return items if isinstance(value, list) else tuple(items)
-        if isinstance(value, set | frozenset):
+        if isinstance(value, list | tuple | set | frozenset):
+            items = list(value) if limit is None else list(value)[:limit]
+            if not all(type(item) in _NUMBERS for item in items):
+                items = [self.strings(item, secrets, limit=limit, _depth=_depth + 1) for item in items]
+            if isinstance(value, list):
+                return items
+            if isinstance(value, tuple):
+                return tuple(items)
             try:
-                return {self.strings(item, secrets, _depth + 1) for item in value}
+                return frozenset(items) if isinstance(value, frozenset) else set(items)
             except TypeError:
-                return [self.strings(item, secrets, _depth + 1) for item in value]
+                return items
         return value
 
     def call(

@@ -198,23 +198,31 @@ class Redactor:
                 if form in text:
                     text = text.replace(form, MARK)
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + MARK + "@", text)
-        return _PAIR.sub(self._hide_pair, text)
-
-    def _hide_pair(self, match: re.Match[str]) -> str:
-        value = match.group("value")
-        if not self.is_secret(match.group("key")) or value.strip("'\"") == MARK:
-            return match.group(0)
-        return match.group("key") + match.group("sep") + MARK
+        # The value is matched in a look-ahead, so that a pair whose key is not
+        # secret ("failed: password=x") does not swallow the next pair.
+        out: list[str] = []
+        pos = 0
+        for match in _PAIR.finditer(text):
+            if match.start() < pos or not self.is_secret(match.group("key")):
+                continue
+            value = match.group("value")
+            if value.strip("'\"") == MARK:
+                continue
+            out.append(text[pos:match.end()])
+            out.append(MARK)
+            pos = match.end() + len(value)
+        out.append(text[pos:])
+        return "".join(out)
 
 
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.\-]*+://[^/\s:@]*+:)[^@\s/]++@")
 # ``key = value`` / ``"key": "value"`` in free text; whether ``key`` is secret is
-# decided per match. Possessive quantifiers and the look-behind keep this linear
-# on long words.
+# decided per match, and the value is only looked at (see Redactor.text).
+# Possessive quantifiers and the look-behind keep this linear on long words.
 _PAIR = re.compile(
-    r"(?<![\w.\-])(?P<key>[\w.\-]++)(?P<sep>[\"']?\s*+[=:]\s*+)"
-    r"(?P<value>(?:(?:bearer|basic|token|digest)\s++)?"
-    r"(?:\"(?:[^\"\\\n]|\\.)*+\"|'(?:[^'\\\n]|\\.)*+'|[^\s,;)}\]&\"']++))",
+    r"(?<![\w.\-])(?P<key>[\w.\-]++)[\"']?\s*+[=:]\s*+"
+    r"(?=(?P<value>(?:(?:bearer|basic|token|digest)\s++)?"
+    r"(?:\"(?:[^\"\\\n]|\\.)*+\"|'(?:[^'\\\n]|\\.)*+'|[^\s,;)}\]&\"']++)))",
     re.IGNORECASE,
 )
 

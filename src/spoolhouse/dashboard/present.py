@@ -131,18 +131,19 @@ class Presenter:
         names = self._names.get(task)
         if names is not None:
             return names
+        if task not in self.spooler.registry:
+            return ()  # not cached: the store may name any number of unknown tasks
         found: list[str] = []
-        if task in self.spooler.registry:
-            try:
-                params = inspect.signature(self.spooler.registry.get(task).fn).parameters.values()
-            except (TypeError, ValueError):
-                params = []  # type: ignore[assignment]  # a builtin without a signature
-            for param in params:
-                if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-                    found.append(param.name)
-                elif param.kind is param.VAR_POSITIONAL:
-                    found.extend([param.name] * 256)  # the positional arguments that follow
-                    break
+        try:
+            params = list(inspect.signature(self.spooler.registry.get(task).fn).parameters.values())
+        except (TypeError, ValueError):  # a callable without a signature
+            params = []
+        for param in params:
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                found.append(param.name)
+            elif param.kind is param.VAR_POSITIONAL:
+                found.extend([param.name] * 256)  # the positional arguments that follow
+                break
         names = tuple(found)
         self._names[task] = names
         return names

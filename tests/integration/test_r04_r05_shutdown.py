@@ -129,12 +129,19 @@ def _hold_eight(sc: Scenario, grace: float) -> Held:
     return Held(a, b, ids, a_pids, set(b.children()))
 
 
-def _watch_release(sc: Scenario, held: Held, timeout: float) -> tuple[int, int]:
-    """Poll until B runs all 8; return (ns when none was held by A any more, ns of B's last start)."""
-    released_at = 0
+def _watch_release(sc: Scenario, held: Held, timeout: float) -> tuple[int, int, int]:
+    """Poll until B runs all 8 (then let them finish) and A has exited.
 
-    def rerun() -> bool:
-        nonlocal released_at
+    Returns the ns when none of the 8 was held by A any more, when B started the
+    last of them, and when A's supervisor was first seen gone.
+    """
+    released_at = 0
+    exited_at = 0
+
+    def watch() -> bool:
+        nonlocal released_at, exited_at
+        if not exited_at and held.a.proc.poll() is not None:
+            exited_at = time.time_ns()
         if not released_at:
             rows = job_rows(sc.db)
             if all(rows[j]["state"] != "running" or owner_pid(rows[j]["worker_id"]) not in held.a_pids
@@ -143,10 +150,15 @@ def _watch_release(sc: Scenario, held: Held, timeout: float) -> tuple[int, int]:
                 for j in held.ids:
                     assert rows[j]["state"] in ("pending", "running"), dict(rows[j])
                     assert rows[j]["lost"] == 0, dict(rows[j])
-        return len(_started_by(sc, held.ids, held.b_pids)) == SLOTS
+        on_b = len(_started_by(sc, held.ids, held.b_pids)) == SLOTS
+        if on_b:
+            # let the jobs finish at once: on B, and on A if A still ran them (a dup)
+            sc.file("hold").unlink(missing_ok=True)
+        return bool(exited_at) and on_b
 
-    wait_until(rerun, timeout, interval=0.02, message="B to run the 8 released jobs")
-    return released_at, max(_started_by(sc, held.ids, held.b_pids).values())
+    wait_until(watch, timeout, interval=0.01,
+               message="A to release the 8 jobs and exit, and B to run them")
+    return released_at, max(_started_by(sc, held.ids, held.b_pids).values()), exited_at
 
 
 def _finish(sc: Scenario, held: Held, scenario_name: str, figures: dict[str, float]) -> None:
@@ -175,10 +187,7 @@ def test_r04_warm_stop_past_grace_releases_leases(sc: Scenario) -> None:
     held = _hold_eight(sc, grace)
     t_sig = time.time_ns()
     held.a.signal(signal.SIGTERM)
-    released_at, b_start = _watch_release(sc, held, grace + 20)
-    sc.file("hold").unlink()  # let the jobs finish: on B, and on A if A still ran them
-    held.a.wait_exit(grace + 20)
-    t_exit = time.time_ns()
+    released_at, b_start, t_exit = _watch_release(sc, held, grace + 20)
     release_after = (released_at - t_sig) / 1e9
     rerun_after = max(0.0, (b_start - released_at) / 1e9)  # B may claim between two polls
     exit_after = (t_exit - t_sig) / 1e9
@@ -200,10 +209,7 @@ def test_r05_cold_stop_releases_leases_at_once(sc: Scenario) -> None:
     time.sleep(1.0)  # the fault: a second signal one second after the first
     t_sig2 = time.time_ns()
     held.a.signal(signal.SIGTERM)
-    released_at, b_start = _watch_release(sc, held, 20)
-    sc.file("hold").unlink()  # let the jobs finish: on B, and on A if A still ran them
-    held.a.wait_exit(20)
-    t_exit = time.time_ns()
+    released_at, b_start, t_exit = _watch_release(sc, held, 20)
     figures = {"exit_after_second_signal_s": (t_exit - t_sig2) / 1e9,
                "release_after_second_signal_s": (released_at - t_sig2) / 1e9,
                "rerun_after_release_s": max(0.0, (b_start - released_at) / 1e9),

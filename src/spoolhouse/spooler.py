@@ -20,6 +20,7 @@ from .errors import ConfigurationError, PayloadTooLarge, UnknownTask
 from .handle import JobHandle
 from .job import Job, JobState, new_job_id
 from .periodic import Missed, Schedule, interval_seconds, parse_rate, parse_tz
+from .redact import DEFAULT_REDACT, Redactor
 from .registry import Registry, default_name
 from .retry import RetryPolicy
 from .task import (
@@ -72,6 +73,9 @@ class Spooler:
         presumed dead and the job is rescued.
     :param heartbeat: seconds between lease extensions.
     :param max_lost: a job whose worker died this many times is failed (poison pill).
+    :param redact: key patterns whose argument values are secret (default
+        ``password``, ``token``, ``secret``, ``authorization``, ``api_key``…):
+        their values are scrubbed from stored errors, tracebacks and worker logs.
     :param backend_options: passed to the backend (``synchronous=``, ``busy_timeout=``,
         ``prefix=``, ``enqueue_timeout=``…).
 
@@ -97,6 +101,7 @@ class Spooler:
         lease: float = 30.0,
         heartbeat: float = 10.0,
         max_lost: int = 3,
+        redact: tuple[str, ...] | None = None,
         **backend_options: Any,
     ) -> None:
         app = None
@@ -120,6 +125,7 @@ class Spooler:
         self.lease = float(lease)
         self.heartbeat = float(heartbeat)
         self.max_lost = max_lost
+        self.redactor = Redactor(DEFAULT_REDACT if redact is None else redact)
         self.backend_options = backend_options
         self.registry = Registry()
         self.middleware: list[Middleware] = []

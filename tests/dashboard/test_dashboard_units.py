@@ -9,7 +9,7 @@ import pytest
 
 from spoolhouse.dashboard.chart import nice_ceiling, throughput_chart
 from spoolhouse.dashboard.present import ago, clip, when
-from spoolhouse.dashboard.redact import DEFAULT_REDACT, MARK, REDACTED, Redactor
+from spoolhouse.redact import DEFAULT_REDACT, MARK, REDACTED, Redactor
 
 NOW = 1_700_000_000.0  # 22:13:20 UTC: minute 28333333 started at 1_699_999_980
 

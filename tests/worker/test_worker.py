@@ -346,3 +346,20 @@ def test_a_job_cancelled_while_running_that_raises_is_not_retried(sp: Spooler) -
     assert worker.apply(claimed, outcome)
     assert handle.status() == "cancelled"
     assert handle.error["reason"] == "aborted" and handle.error["type"] == "RuntimeError"
+
+
+def test_secret_arguments_never_reach_stored_errors_or_logs(
+    sp: Spooler, caplog: pytest.LogCaptureFixture
+) -> None:
+    @sp.task(name="login", retries=0)
+    def login(user: str, password: str, options: dict[str, str]) -> None:
+        raise ValueError(f"cannot log in {user} with {password} ({options['api_key']})")
+
+    job = login.spool("ann", "CANARY-7f3a", {"api_key": "CANARY-key-9"})
+    with caplog.at_level("DEBUG", logger="spoolhouse"):
+        sp.drain()
+    error = job.error
+    stored = error["message"] + error["traceback"]
+    assert "ann" in error["message"]
+    assert "CANARY" not in stored
+    assert "CANARY" not in caplog.text

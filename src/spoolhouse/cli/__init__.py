@@ -359,8 +359,11 @@ def dashboard_command(ctx: click.Context, host: str, port: int, read_only: bool,
     """Serve the dashboard as a standalone web app."""
     from ..dashboard import serve
 
-    serve(_state(ctx).spooler, host=host, port=port, read_only=read_only,
-          insecure_local=insecure_local)
+    try:
+        serve(_state(ctx).spooler, host=host, port=port, read_only=read_only,
+              insecure_local=insecure_local)
+    except SpoolhouseError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 COMMANDS: list[click.Command] = [

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
-from .redact import DEFAULT_REDACT
+from ..redact import DEFAULT_REDACT
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import Progress
 from ..job import FINAL_STATES, Job, JobState, shown_status
 from ..lifecycle import parse_error
-from .redact import MARK, Redactor
+from ..redact import MARK, Redactor
 
 if TYPE_CHECKING:
     from ..spooler import Spooler

@@ -26,10 +26,10 @@ from werkzeug.wrappers import Response
 from ..backends.base import CancelResult
 from ..errors import ConfigurationError, SpoolhouseError
 from ..job import FINAL_STATES, JobState
+from ..redact import Redactor
 from ..spooler import Spooler
 from .chart import throughput_chart
 from .present import SHORT, Presenter, ago, clip, iso, when
-from .redact import Redactor
 
 log = logging.getLogger("spoolhouse.dashboard")
 

@@ -97,6 +97,7 @@ def execute(
         )
     except Exception as exc:
         exc_type, message, tb = format_exception(exc)
+        message, tb = _scrub(spooler, task, args, kwargs, message, tb)
         if running.should_abort():
             # cancellation was asked for: honour it rather than retry
             return Cancelled(
@@ -129,6 +130,24 @@ def execute(
             expires_at=_expiry(finished, spooler.failed_ttl),
         )
     return Complete(result=data, expires_at=expires)
+
+
+def _scrub(
+    spooler: Spooler, task: Any, args: Any, kwargs: Any, message: str, tb: str
+) -> tuple[str, str]:
+    """Hide the values of secret-looking arguments in an error before it is logged or stored."""
+    secrets: set[str] = set()
+    names = [
+        p.name for p in task._signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    redactor = spooler.redactor
+    try:
+        redactor.call(args, kwargs, names, secrets)
+        return redactor.text(message, secrets), redactor.text(tb, secrets)
+    except Exception:  # redaction must never lose the job's outcome
+        log.exception("redaction failed; the error text is withheld")
+        return "(error text withheld: redaction failed)", ""
 
 
 def _wrap(middleware: Any, running: RunningJob, call_next: Callable[[], Any]) -> Callable[[], Any]:

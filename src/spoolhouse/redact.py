@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import ConfigurationError
+from .errors import ConfigurationError
 
 #: Key patterns redacted when ``redact=`` is not given.
 DEFAULT_REDACT: tuple[str, ...] = (

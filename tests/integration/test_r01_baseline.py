@@ -101,12 +101,6 @@ def _started(sc: Scenario, job_id: str) -> Callable[[], dict[str, int]]:
     return lambda: first_starts(sc.ledger.entries(), {job_id})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library finding (since fc8c66a): a worker holding a running job with threads to "
-    "spare waits in Worker._step on its own condition for IDLE_CHECK (1 s) instead of the "
-    "backend's wake-ups, so new jobs reach it only on the next 1 s poll (p50 ~0.7 s)",
-)
 def test_r01_pickup_latency_with_a_long_job_running(sc: Scenario) -> None:
     """A new job starts at once on a worker that still has idle threads."""
     sc.file("hold").touch()

@@ -373,14 +373,14 @@ class Worker:
             if self.on_claim is not None:
                 self.on_claim(jobs)
             return True
-        with self._changed:
-            busy = bool(self._held)
-            if burst and not busy:
-                return False
-            if busy:
-                # the queue is empty for now; look again when a thread frees up
+        if burst:
+            with self._changed:
+                if not self._held:
+                    return False
+                # nothing due now: wait for the running jobs (they may retry)
                 self._changed.wait(IDLE_CHECK)
                 return True
+        # some threads are idle and nothing is due: sleep until a job is spooled
         due = backend.next_due(self.queues, now=now)
         pause = IDLE_CHECK if due is None else min(max(due - now, 0.0), IDLE_CHECK)
         if pause > 0:

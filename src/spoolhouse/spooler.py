@@ -392,6 +392,7 @@ class Spooler:
         kwargs: dict[str, Any],
         opts: SpoolOptions,
         now: float,
+        headers: dict[str, str] | None = None,
     ) -> Job:
         """Validate a call and its options and make the job record; stores nothing."""
         if task.name not in self.registry:
@@ -409,7 +410,7 @@ class Spooler:
         if len(payload) > self.max_payload:
             raise PayloadTooLarge(len(payload), self.max_payload)
         queue = config.queue if opts.queue is None else check_queue(opts.queue)
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         for hook in self.spool_hooks:
             headers.update(hook(task.name, queue) or {})
         return Job(

@@ -232,11 +232,12 @@ def test_periodic_two_supervisors_exactly_once_per_tick_and_takeover(sc: Scenari
     doubled = [t for t, n in counts.items() if n > 1]
     lateness = [first_start[t] / 1e9 - t for t in interior if t in first_start]
 
-    rows = query(sc.db, "SELECT id, key, state, attempt, lost FROM jobs WHERE task = ?",
+    rows = query(sc.db, "SELECT id, json_extract(headers, '$.\"spoolhouse-tick\"') AS tick, "
+                        "state, attempt, lost FROM jobs WHERE task = ?",
                  (app.NAME,))
     stored_per_tick: dict[int, int] = defaultdict(int)
     for r in rows:
-        stored_per_tick[int(r["key"].rsplit(":", 1)[1])] += 1
+        stored_per_tick[int(r["tick"])] += 1
     victim_row = next(r for r in rows if r["id"] == victim.job_id)
 
     # each tick was enqueued by exactly one supervisor (their logs say which)
@@ -278,7 +279,7 @@ def test_periodic_two_supervisors_exactly_once_per_tick_and_takeover(sc: Scenari
     assert LEASE - 1.0 <= takeover <= TAKEOVER_BOUND, f"re-ran {takeover:.2f}s after the kill"
     # B's next tick: at most one period, plus the lateness bound, after the kill
     assert next_tick_gap <= app.EVERY + 2.0, f"B's next tick started {next_tick_gap:.2f}s after the kill"
-    states = {r["state"] for r in rows if int(r["key"].rsplit(":", 1)[1]) < hi}
+    states = {r["state"] for r in rows if int(r["tick"]) < hi}
     assert states == {"succeeded"}, states
     # ``spoolhouse periodic list`` reads the last tick the supervisors recorded
     assert listing.returncode == 0, listing.stderr

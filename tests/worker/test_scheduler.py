@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -57,7 +58,9 @@ def test_periodic_runs_are_ordinary_jobs(sp: Spooler, clock: FakeClock) -> None:
     Scheduler(sp).tick()
     assert sp.drain() == 1
     (job,) = sp.backend.list_jobs()
-    assert seen == [5] and job.max_attempts == 3 and job.key is not None
+    assert seen == [5] and job.max_attempts == 3 and job.key is None
+    assert json.loads(job.headers or "{}") == {"spoolhouse-periodic": "p",
+                                               "spoolhouse-tick": f"{START - 10 - (START - 10) % 60:.0f}"}
 
 
 def test_new_schedule_does_not_run_a_tick_from_before_it_existed(sp: Spooler, clock: FakeClock) -> None:
@@ -118,6 +121,24 @@ def test_clock_back_one_hour_does_not_stall_the_schedule(sp: Spooler, clock: Fak
     assert scheduler.tick() == 0
     clock.advance(60)
     assert scheduler.tick() == 1  # and the schedule carries on every minute
+
+
+def test_clock_back_after_a_history_of_runs_keeps_running(sp: Spooler, clock: FakeClock) -> None:
+    @sp.periodic(every=60, name="h")
+    def h() -> None: ...
+
+    scheduler = Scheduler(sp)
+    for _ in range(120):  # two hours of runs, all succeeded
+        scheduler.tick()
+        sp.drain()
+        clock.advance(60)
+    before = runs(sp)
+    clock.jump(-3600)
+    for _ in range(60):  # the replayed hour still runs once a minute
+        scheduler.tick()
+        sp.drain()
+        clock.advance(60)
+    assert runs(sp) - before == 60
 
 
 def test_two_schedulers_share_each_tick(sp: Spooler, clock: FakeClock) -> None:

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spoolhouse.scheduler")
 
+#: headers of a periodic run: the schedule's name and the tick (Unix seconds) it runs for
+PERIODIC_HEADER = "spoolhouse-periodic"
+TICK_HEADER = "spoolhouse-tick"
+
 
 class Scheduler:
     """Enqueues the due ticks of ``spooler.schedules``."""
@@ -56,9 +60,11 @@ class Scheduler:
             tick = self.due(schedule, recorded.get(schedule.name), at)
             if tick is None:
                 continue
+            # no unique key: schedule_tick already records each tick once, and a key
+            # would hold a succeeded run's tick against a replay after the clock is set back
             job = self.spooler.build_job(
-                schedule.task, schedule.args, dict(schedule.kwargs),
-                SpoolOptions(key=f"periodic:{schedule.name}:{tick:.0f}"), at,
+                schedule.task, schedule.args, dict(schedule.kwargs), SpoolOptions(), at,
+                headers={PERIODIC_HEADER: schedule.name, TICK_HEADER: f"{tick:.0f}"},
             )
             stored = backend.schedule_tick(schedule.name, tick, job, now=at)
             if stored is not None and stored.id == job.id:

@@ -58,6 +58,9 @@ ACK_DELAY = 0.005
 #: Claim ahead of the threads only while jobs take less than this on average:
 #: prefetching long jobs would hold them away from idle workers.
 PREFETCH_IF_FASTER = 0.010
+#: First pause when every due job is held back by a concurrency or rate limit;
+#: it doubles up to IDLE_CHECK while they stay blocked.
+BLOCKED_MIN = 0.01
 #: Jobs waiting locally behind jobs running longer than this are given back.
 HOARD_LIMIT = 0.050
 
@@ -148,6 +151,7 @@ class Worker:
         self._hb_stop = threading.Event()
         self._batch = threads
         self._draining = False
+        self._blocked = 0.0  # current pause while due jobs are held back by limits
         self._avg: float | None = None  # moving average of job durations (s); None: unknown
         self._started: dict[str, float] = {}  # running job id -> monotonic start
 
@@ -364,6 +368,7 @@ class Worker:
         else:
             self._batch = max(self.threads, len(jobs))
         if jobs:
+            self._blocked = 0.0
             with self._changed:
                 for job in jobs:
                     self._held[job.id] = (job, self._running_job(job))
@@ -380,11 +385,17 @@ class Worker:
                 # nothing due now: wait for the running jobs (they may retry)
                 self._changed.wait(IDLE_CHECK)
                 return True
-        # some threads are idle and nothing is due: sleep until a job is spooled
+        # some threads are idle and nothing could be claimed: sleep until a job is
+        # spooled or comes due. Due jobs that were not claimed are held back by a
+        # task's concurrency or rate limit: look again with a growing pause.
         due = backend.next_due(self.queues, now=now)
-        pause = IDLE_CHECK if due is None else min(max(due - now, 0.0), IDLE_CHECK)
-        if pause > 0:
-            backend.wait(self.queues, pause)
+        if due is not None and due <= now:
+            self._blocked = min(max(self._blocked * 2, BLOCKED_MIN), IDLE_CHECK)
+            pause = self._blocked
+        else:
+            self._blocked = 0.0
+            pause = IDLE_CHECK if due is None else min(due - now, IDLE_CHECK)
+        backend.wait(self.queues, pause)
         return True
 
     def _hoarding(self) -> bool:

@@ -66,7 +66,7 @@ class Recorder:
         pid = os.getpid()
         self.ledger.write(f"{job.id} {job.attempt} {pid} {start} 0\n")
         self.notes.write(
-            f"{job.id} {job.attempt} {pid} started_at={job.started_at!r} key={job.key or '-'}\n"
+            f"{job.id} {job.attempt} {pid} started_at={job.started_at!r} key={_key_or_tick(job)}\n"
         )
         return job.id, job.attempt, pid, start
 
@@ -192,3 +192,13 @@ def _from_env() -> Spooler:
 
 
 spooler = _from_env() if os.environ.get("SPOOLHOUSE_DB") else None
+
+
+def _key_or_tick(job: object) -> str:
+    """The job's key, or for a periodic run ``periodic:tick:<tick>`` from its headers."""
+    import json
+
+    headers = json.loads(getattr(job, "headers", None) or "{}")
+    if "spoolhouse-tick" in headers:
+        return f"periodic:tick:{headers['spoolhouse-tick']}"
+    return getattr(job, "key", None) or "-"

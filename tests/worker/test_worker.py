@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 
 import pytest
 
@@ -363,3 +365,46 @@ def test_secret_arguments_never_reach_stored_errors_or_logs(
     assert "ann" in error["message"]
     assert "CANARY" not in stored
     assert "CANARY" not in caplog.text
+
+
+def test_every_claim_is_announced_before_its_start(tmp_path: object) -> None:
+    sp = Spooler(f"sqlite:///{tmp_path}/order.db")
+
+    @sp.task(name="t")
+    def t(i: int) -> None: ...
+
+    t.spool_many([(i,) for i in range(300)])
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def on_claim(jobs: list[Job]) -> None:
+        with lock:
+            events.extend(("claim", j.id) for j in jobs)
+
+    def on_start(job: Job, previous: Job | None) -> None:
+        with lock:
+            events.append(("start", job.id))
+
+    sp.worker(threads=4, on_claim=on_claim, on_start=on_start).run(burst=True, shutdown_timeout=5)
+    claimed_at = {jid: i for i, (kind, jid) in enumerate(events) if kind == "claim"}
+    started_at = {jid: i for i, (kind, jid) in enumerate(events) if kind == "start"}
+    assert len(started_at) == 300
+    assert all(claimed_at[jid] < at for jid, at in started_at.items())
+
+
+def test_acks_are_recorded_promptly_while_the_worker_stays_busy(tmp_path: object) -> None:
+    sp = Spooler(f"sqlite:///{tmp_path}/acks.db?synchronous=NORMAL")
+    ended: dict[int, float] = {}
+
+    @sp.task(name="t")
+    def t(i: int) -> None:
+        time.sleep(0.008)  # the workload: 8 ms jobs keep the worker busy
+        ended[i] = time.time()
+
+    handles = t.spool_many([(i,) for i in range(150)])
+    sp.worker(threads=1).run(burst=True, shutdown_timeout=10)
+    # finished_at is when the ack was stored; compare it with when the task returned
+    delays = sorted((h.info().finished_at or 0) - ended[i] for i, h in enumerate(handles))
+    assert delays[0] >= 0
+    assert delays[len(delays) // 2] < 0.02, delays[-5:]
+    assert delays[-1] < 0.1, delays[-5:]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from ..errors import BackendUnavailable
 from ..lifecycle import Fail, RetryAt, after_error, error_text
 from ..spooler import Spooler
 from .scheduler import Scheduler
@@ -281,13 +282,20 @@ class Supervisor:
                 "this job",
             )
             for r in child.running.values():
-                if r.started is None or r.ran:
-                    # claimed ahead but never started, or finished with its ack still
-                    # buffered: not the job's fault; it runs again (at most once more)
-                    backend.release(r.job_id, r.token, now=now)
+                try:
+                    if r.started is None or r.ran:
+                        # claimed ahead but never started, or finished with its ack still
+                        # buffered: not the job's fault; it runs again (at most once more)
+                        backend.release(r.job_id, r.token, now=now)
+                        continue
+                    rescued = backend.rescue(
+                        r.job_id, r.token, now=now, max_lost=self.spooler.max_lost,
+                        error=error, expires_at=self._failed_expiry(now),
+                    )
+                except BackendUnavailable as exc:
+                    log.warning("job %s: store unavailable (%s); its lease expires and a "
+                                "maintenance pass rescues it", r.job_id, exc)
                     continue
-                rescued = backend.rescue(r.job_id, r.token, now=now, max_lost=self.spooler.max_lost,
-                                         error=error, expires_at=self._failed_expiry(now))
                 if rescued is not None:
                     log.warning("job %s (%s): worker %s died (exit %s); job is now %s",
                                 r.job_id, r.task, child.process.pid, code, rescued.state.value)
@@ -340,10 +348,14 @@ class Supervisor:
             now = self.spooler.clock.now()
             backend = self.spooler.backend
             for r in child.running.values():
-                if r in overdue:
-                    self._record_timeout(r, now)
-                else:
-                    backend.release(r.job_id, r.token, now=now)
+                try:
+                    if r in overdue:
+                        self._record_timeout(r, now)
+                    else:
+                        backend.release(r.job_id, r.token, now=now)
+                except BackendUnavailable as exc:
+                    log.warning("job %s: store unavailable (%s); its lease expires and a "
+                                "maintenance pass rescues it", r.job_id, exc)
             child.running.clear()
 
     def _record_timeout(self, r: Running, now: float) -> None:
@@ -383,7 +395,10 @@ class Supervisor:
             child.process.join()
             self._read_messages(child)
             for r in child.running.values():
-                self.spooler.backend.release(r.job_id, r.token, now=now)
+                try:
+                    self.spooler.backend.release(r.job_id, r.token, now=now)
+                except BackendUnavailable:
+                    log.warning("job %s: store unavailable; its lease expires instead", r.job_id)
             child.conn.close()
             del self.children[child.index]
 

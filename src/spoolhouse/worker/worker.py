@@ -369,14 +369,16 @@ class Worker:
             self._batch = max(self.threads, len(jobs))
         if jobs:
             self._blocked = 0.0
+            # announce before any thread can start them: a supervisor must hear of a
+            # claim before a start, or it would take a killed job for an unstarted one
+            if self.on_claim is not None:
+                self.on_claim(jobs)
             with self._changed:
                 for job in jobs:
                     self._held[job.id] = (job, self._running_job(job))
                     self._ready.append(job)
                 self.claimed += len(jobs)
                 self._changed.notify_all()
-            if self.on_claim is not None:
-                self.on_claim(jobs)
             return True
         if burst:
             with self._changed:
@@ -443,7 +445,9 @@ class Worker:
                         self._acks.append((job, outcome, duration))
                         with self._lock:
                             idle = not self._ready
-                        if idle or len(self._acks) >= ACK_BATCH:
+                        # the first ack starts the flusher's ACK_DELAY clock; an idle
+                        # worker or a full buffer has it flush at once
+                        if idle or len(self._acks) == 1 or len(self._acks) >= ACK_BATCH:
                             self._ack_ready.notify_all()
                 else:
                     self._record(job, outcome, duration)
@@ -462,11 +466,14 @@ class Worker:
             with self._ack_ready:
                 if not self._acks:
                     self._ack_ready.wait(IDLE_CHECK)
-                elif len(self._acks) < ACK_BATCH:
+                if self._acks and len(self._acks) < ACK_BATCH:
                     with self._lock:
                         busy = bool(self._ready)
                     if busy:
-                        self._ack_ready.wait(ACK_DELAY)
+                        # gather more while the threads are busy, ACK_DELAY at most
+                        deadline = time.monotonic() + ACK_DELAY
+                        while len(self._acks) < ACK_BATCH and (left := deadline - time.monotonic()) > 0:
+                            self._ack_ready.wait(left)
             self.flush()
 
     def flush(self) -> None:

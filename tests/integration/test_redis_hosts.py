@@ -54,8 +54,8 @@ from harness import (
     wait_until,
 )
 from redis_chaos_app import job_states, make_spooler, redis_env, start_barrier
-from test_redis_faults import PrivateRedis
 
+from redis_server import PrivateRedis
 from spoolhouse import Spooler
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]

@@ -63,8 +63,9 @@ from harness import (
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_chaos_app import job_states, redis_env, start_barrier
-from test_redis_faults import IN_CI, REDIS_URL, PrivateRedis
+from test_redis_faults import IN_CI, REDIS_URL
 
+from redis_server import PrivateRedis
 from spoolhouse import Spooler
 from spoolhouse.worker.worker import ACK_BATCH
 

@@ -14,8 +14,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 
+from redis_server import PrivateRedis, free_port
 from spoolhouse.backends import open_backend
 from spoolhouse.backends.redis import RedisBackend
 from spoolhouse.backends.redis import backend as backend_module
@@ -70,84 +69,6 @@ def make_job(**fields: Any) -> Job:
     fields.setdefault("payload", b"[[], {}]")
     fields.setdefault("run_at", NOW)
     return Job(id=new_job_id(), **fields)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def require_redis_server() -> str:
-    """The redis-server binary; skip (locally) or fail (in CI) without it."""
-    binary = shutil.which("redis-server")
-    if binary is not None:
-        return binary
-    message = "redis-server is not installed (apt-get install redis-server)"
-    if IN_CI:
-        pytest.fail(message + "; in CI a missing service is a failure")
-    pytest.skip(message)
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, started and killed by PID."""
-
-    def __init__(self, directory: Path, *options: str) -> None:
-        self.binary = require_redis_server()
-        self.port = free_port()
-        self.dir = directory
-        self.options = options
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=5)
-
-    def start(self, timeout: float = 15.0) -> None:
-        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *self.options,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client().ping()
-                return
-            except redis.exceptions.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-            try:
-                code = self.proc.wait(timeout=0.02)
-            except subprocess.TimeoutExpired:
-                continue
-            raise RuntimeError(f"redis-server exited with {code}: {self.log()}")
-
-    def log(self) -> str:
-        return (self.dir / "redis.log").read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -126,7 +126,8 @@ def test_pragmas_on_every_connection(backend: SQLiteBackend) -> None:
             for name in ("journal_mode", "synchronous", "busy_timeout", "auto_vacuum")
         }
 
-    expected = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000, "auto_vacuum": 2}
+    # busy_timeout here is SQLite's wait per try; the backend retries up to 5 s itself
+    expected = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 20, "auto_vacuum": 2}
     assert check() == expected
     seen: list[dict[str, Any]] = []
     thread = threading.Thread(target=lambda: seen.append(check()))
@@ -139,7 +140,7 @@ def test_synchronous_normal_is_an_opt_out(db_path: Path) -> None:
     b = SQLiteBackend(f"sqlite:///{db_path}?synchronous=NORMAL", busy_timeout=0.5)
     try:
         assert pragma(b, "synchronous") == 1
-        assert pragma(b, "busy_timeout") == 500
+        assert pragma(b, "busy_timeout") == 20 and b.options.busy_timeout == 0.5
     finally:
         b.close()
 
@@ -407,6 +408,25 @@ def test_locked_database_raises_enqueue_timeout(db_path: Path) -> None:
         assert time.monotonic() - started < 1.0
         assert b.counts() == {"default": {"pending": 2}}
     finally:
+        holder.close()
+        b.close()
+
+
+def test_a_writer_waits_past_sqlites_own_slice_until_the_lock_is_free(db_path: Path) -> None:
+    b = SQLiteBackend(f"sqlite:///{db_path}", busy_timeout=5.0)
+    b.enqueue(make_job(), now=NOW)
+    holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        started = time.monotonic()
+        b.enqueue(make_job(), now=NOW)  # held 0.3 s: well past one 20 ms slice
+        waited = time.monotonic() - started
+        assert 0.2 <= waited < 2.0
+        assert b.counts() == {"default": {"pending": 2}}
+    finally:
+        release.join()
         holder.close()
         b.close()
 

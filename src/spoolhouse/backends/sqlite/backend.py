@@ -15,8 +15,10 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
@@ -251,6 +253,10 @@ _COMPLETE = (
 )
 
 
+#: seconds SQLite's own busy handler waits per try of ``BEGIN IMMEDIATE``
+_BUSY_SLICE = 0.02
+
+
 def _bump(conn: sqlite3.Connection, column: str, now: float, n: int = 1) -> None:
     """Count ``n`` outcomes in the minute of ``now`` (inside the caller's transaction)."""
     conn.execute(_BUMP[column], (int(now // 60), n))
@@ -359,6 +365,11 @@ class SQLiteBackend:
             for name, value in self._pragmas.items():
                 conn.execute(f"PRAGMA {name} = {int(value) if isinstance(value, int) else value}")
             self._ensure_schema(conn)
+            # From here on SQLite's own busy handler waits only briefly: it backs off
+            # in sleeps of up to 100 ms, which starves a waiter among many writers.
+            # _begin retries BEGIN IMMEDIATE with short jittered sleeps instead, up
+            # to busy_timeout.
+            conn.execute(f"PRAGMA busy_timeout = {int(min(self.options.busy_timeout, _BUSY_SLICE) * 1000)}")
         except BaseException:
             conn.close()
             raise
@@ -395,7 +406,7 @@ class SQLiteBackend:
                 pages = 0 if producer else self._autocheckpoint_pages
                 conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
                 local.autocheckpoint = not producer
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
         except sqlite3.Error as exc:
             if not _is_storage_error(exc):
                 raise
@@ -417,6 +428,20 @@ class SQLiteBackend:
             if self._local.unchecked >= _PRODUCER_CHECKPOINT_EVERY:
                 self._local.unchecked = 0
                 self._checkpoint(conn)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retried with short random sleeps until ``busy_timeout``."""
+        deadline = time.monotonic() + self.options.busy_timeout
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0.0005, 0.003))
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy committed WAL frames into the database, without waiting for readers or writers."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -89,16 +90,30 @@ def shown_status(job: Job, now: float) -> str:
     return job.state.value
 
 
+_id_lock = threading.Lock()
+_last: tuple[int, int] = (0, 0)  # (milliseconds, 74 random bits) of the last id made here
+
+
 def new_job_id(now: float | None = None) -> str:
     """A UUID whose first 48 bits are the creation time in milliseconds.
 
     Ids sort by creation time, which keeps B-tree inserts at the right edge and
-    gives keyset pagination a stable order. The layout follows UUIDv7 (RFC 9562).
+    gives keyset pagination a stable order. The layout follows UUIDv7 (RFC 9562);
+    within one process ids are strictly increasing: one made in the same
+    millisecond as the last (or after the clock stepped back) takes the last
+    one's 74 random bits plus a small random increment, as the RFC's monotonic
+    method allows.
     """
+    global _last
     ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | rand
-    # version 7 and the RFC 4122 variant bits
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    rand = int.from_bytes(os.urandom(10), "big") & ((1 << 74) - 1)
+    with _id_lock:
+        last_ms, last_rand = _last
+        if ms <= last_ms:
+            ms, rand = last_ms, last_rand + 1 + (rand & 0xFFFF)
+            if rand >> 74:  # the counter ran over: borrow the next millisecond
+                ms, rand = ms + 1, rand & ((1 << 74) - 1)
+        _last = (ms, rand)
+    # 48 bits time | version 7 | 12 random bits | variant 0b10 | 62 random bits
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0x2 << 62) | (rand & ((1 << 62) - 1))
     return str(uuid.UUID(int=value))

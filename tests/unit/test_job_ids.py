@@ -1,0 +1,36 @@
+"""Job ids: UUIDv7 layout, time-ordered, strictly increasing within a process."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from spoolhouse.job import new_job_id
+
+
+def test_ids_are_version_7_and_carry_the_time() -> None:
+    job_id = new_job_id(1_700_000_000.123)
+    parsed = uuid.UUID(job_id)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert (parsed.int >> 80) >= 1_700_000_000_123
+
+
+def test_ids_made_in_one_millisecond_keep_their_order() -> None:
+    ids = [new_job_id(1_800_000_000.0) for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_ids_from_many_threads_are_unique() -> None:
+    out: list[list[str]] = [[] for _ in range(8)]
+
+    def make(i: int) -> None:
+        out[i].extend(new_job_id() for _ in range(2000))
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for chunk in out for i in chunk]
+    assert len(set(every)) == len(every)
+    assert all(chunk == sorted(chunk) for chunk in out)

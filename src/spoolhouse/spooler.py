@@ -406,6 +406,10 @@ class Spooler:
         retries = config.retry.retries
         if opts.retries is not None:
             retries = RetryPolicy(retries=opts.retries).retries
+        # refuse an obviously oversized call before paying for its serialization
+        flat = sum(len(v) for v in (*args, *kwargs.values()) if isinstance(v, str | bytes))
+        if flat > self.max_payload:
+            raise PayloadTooLarge(flat, self.max_payload)
         payload = self.serializer.dumps_call(args, kwargs)
         if len(payload) > self.max_payload:
             raise PayloadTooLarge(len(payload), self.max_payload)

@@ -23,6 +23,8 @@ import os
 import threading
 import time
 
+from sh_chaos_app import barrier_wait
+
 from spoolhouse import Abort, Spooler, current_job
 
 LEASE = 5.0
@@ -165,19 +167,7 @@ def make_spooler(db: str, ledger_path: str, ctl: str) -> Spooler:
     @sp.task(name="barrier")
     def barrier(tag: str, parties: int, timeout: float) -> None:
         """``harness.start_barrier``'s task: block until ``parties`` of ``tag`` have started."""
-        path = os.path.join(ctl, f"barrier-{tag}")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{os.getpid()}\n".encode())
-        finally:
-            os.close(fd)
-        until = time.monotonic() + timeout
-        while time.monotonic() < until:
-            with open(path) as fh:
-                if fh.read().count("\n") >= parties:  # whole lines only
-                    return
-            time.sleep(0.02)
-        raise TimeoutError(f"barrier {tag}: fewer than {parties} parties after {timeout}s")
+        barrier_wait(ctl, tag, parties, timeout)
 
     return sp
 

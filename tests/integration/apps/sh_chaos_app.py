@@ -103,21 +103,26 @@ def make_spooler(db: str, ledger_path: str, ctl: str) -> Spooler:
     @sp.task(name="barrier")
     def barrier(tag: str, parties: int, timeout: float) -> None:
         """Block until ``parties`` barrier jobs of ``tag`` have started (not in the ledger)."""
-        path = os.path.join(ctl, f"barrier-{tag}")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{os.getpid()}\n".encode())
-        finally:
-            os.close(fd)
-        until = time.monotonic() + timeout
-        while time.monotonic() < until:
-            with open(path) as fh:
-                if fh.read().count("\n") >= parties:  # whole lines only
-                    return
-            time.sleep(0.02)
-        raise TimeoutError(f"barrier {tag}: fewer than {parties} parties after {timeout}s")
+        barrier_wait(ctl, tag, parties, timeout)
 
     return sp
+
+
+def barrier_wait(ctl: str, tag: str, parties: int, timeout: float) -> None:
+    """Sign in at barrier ``tag`` and block until ``parties`` have signed in."""
+    path = os.path.join(ctl, f"barrier-{tag}")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:  # the barrier's own poll: this task's workload
+        with open(path) as fh:
+            if fh.read().count("\n") >= parties:  # whole lines only
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"barrier {tag}: fewer than {parties} parties after {timeout}s")
 
 
 def _from_env() -> Spooler:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sh_chaos_app import _LedgerFile
+from sh_chaos_app import AppendFile
 
 from spoolhouse import Spooler, current_job
 
@@ -37,7 +37,7 @@ HEARTBEAT = 1.0
 def make_spooler(url: str, prefix: str, ledger_path: str, ctl: str) -> Spooler:
     """A spooler on ``url``/``prefix`` whose tasks write to ``ledger_path`` and read ``ctl``."""
     sp = Spooler(url, prefix=prefix, lease=LEASE, heartbeat=HEARTBEAT)
-    ledger = _LedgerFile(ledger_path)
+    ledger = AppendFile(ledger_path)
 
     def started() -> tuple[str, int, int, int]:
         job = current_job()

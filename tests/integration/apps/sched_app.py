@@ -20,38 +20,15 @@ cancellation append ``<job_id> <attempt> <pid> aborted`` to the notes.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
-from sh_chaos_app import barrier_wait
+from sh_chaos_app import HEARTBEAT, LEASE, AppendFile, barrier_wait
 
 from spoolhouse import Abort, Spooler, current_job
 
-LEASE = 5.0
-HEARTBEAT = 1.0
 #: rate limit of the ``rated`` task: RATE starts per RATE_PER seconds
 RATE = 10
 RATE_PER = 2.0
-
-
-class AppendFile:
-    """An ``O_APPEND`` descriptor per process; one ``os.write`` per line."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd = -1
-        self._pid = 0
-        self._lock = threading.Lock()
-
-    def write(self, line: str) -> None:
-        data = line.encode()
-        with self._lock:
-            if self._pid != os.getpid():
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                self._pid = os.getpid()
-            written = os.write(self._fd, data)
-        if written != len(data):  # pragma: no cover - a regular file takes short lines whole
-            raise OSError(f"short write to {self.path}")
 
 
 class Recorder:

@@ -23,7 +23,7 @@ LEASE = 5.0
 HEARTBEAT = 1.0
 
 
-class _LedgerFile:
+class AppendFile:
     """An ``O_APPEND`` descriptor per process; one ``os.write`` per line."""
 
     def __init__(self, path: str) -> None:
@@ -40,13 +40,13 @@ class _LedgerFile:
                 self._pid = os.getpid()
             written = os.write(self._fd, data)
         if written != len(data):  # pragma: no cover - a regular file takes short lines whole
-            raise OSError(f"short ledger write to {self.path}")
+            raise OSError(f"short write to {self.path}")
 
 
 def make_spooler(db: str, ledger_path: str, ctl: str) -> Spooler:
     """A spooler on ``db`` whose tasks write to ``ledger_path`` and read ``ctl``."""
     sp = Spooler(f"sqlite:///{db}", lease=LEASE, heartbeat=HEARTBEAT)
-    ledger = _LedgerFile(ledger_path)
+    ledger = AppendFile(ledger_path)
 
     def started() -> tuple[str, int, int, int]:
         job = current_job()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..job import FINAL_STATES, LIVE_STATES, Job, JobState
 from .base import CancelResult, LeaseState, TaskLimit
@@ -171,23 +172,27 @@ class MemoryBackend:
             self._jobs[job_id] = job.replace(progress=progress)
             return LeaseState.ABORT if job.abort_requested else LeaseState.HELD
 
+    def _finish(
+        self, job_id: str, token: str, state: JobState, *, now: float, **fields: Any
+    ) -> bool:
+        """running → a final ``state``, fenced by ``token`` (lock held by the caller)."""
+        job = self._held(job_id, token)
+        if job is None:
+            return False
+        self._jobs[job_id] = job.replace(
+            state=state, finished_at=now, lease=None, lease_expires_at=None, **fields
+        )
+        return True
+
     def complete(
         self, job_id: str, token: str, *, now: float, result: bytes | None, expires_at: float | None
     ) -> bool:
         with self._lock:
-            job = self._held(job_id, token)
-            if job is None:
-                return False
-            self._count(now, 0)
-            self._jobs[job_id] = job.replace(
-                state=JobState.SUCCEEDED,
-                result=result,
-                finished_at=now,
-                expires_at=expires_at,
-                lease=None,
-                lease_expires_at=None,
-            )
-            return True
+            done = self._finish(job_id, token, JobState.SUCCEEDED, now=now, result=result,
+                                expires_at=expires_at)
+            if done:
+                self._count(now, 0)
+            return done
 
     def complete_many(
         self, items: Sequence[tuple[str, str, bytes | None, float | None]], *, now: float
@@ -222,36 +227,18 @@ class MemoryBackend:
         self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
     ) -> bool:
         with self._lock:
-            job = self._held(job_id, token)
-            if job is None:
-                return False
-            self._count(now, 1)
-            self._jobs[job_id] = job.replace(
-                state=JobState.FAILED,
-                error=error,
-                finished_at=now,
-                expires_at=expires_at,
-                lease=None,
-                lease_expires_at=None,
-            )
-            return True
+            done = self._finish(job_id, token, JobState.FAILED, now=now, error=error,
+                                expires_at=expires_at)
+            if done:
+                self._count(now, 1)
+            return done
 
     def abort(
         self, job_id: str, token: str, *, now: float, error: str, expires_at: float | None
     ) -> bool:
         with self._lock:
-            job = self._held(job_id, token)
-            if job is None:
-                return False
-            self._jobs[job_id] = job.replace(
-                state=JobState.CANCELLED,
-                error=error,
-                finished_at=now,
-                expires_at=expires_at,
-                lease=None,
-                lease_expires_at=None,
-            )
-            return True
+            return self._finish(job_id, token, JobState.CANCELLED, now=now, error=error,
+                                expires_at=expires_at)
 
     def release(self, job_id: str, token: str, *, now: float) -> bool:
         with self._lock:

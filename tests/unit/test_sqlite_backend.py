@@ -19,7 +19,7 @@ import pytest
 
 from spoolhouse.backends import open_backend
 from spoolhouse.backends.base import TaskLimit
-from spoolhouse.backends.sqlite import SQLiteBackend
+from spoolhouse.backends.sqlite import SQLiteBackend, queries
 from spoolhouse.backends.sqlite import backend as sqlite_module
 from spoolhouse.backends.sqlite.backend import parse_url
 from spoolhouse.backends.sqlite.migrations import (
@@ -195,7 +195,7 @@ def test_an_older_schema_is_migrated_on_open(db_path: Path) -> None:
     conn.execute("PRAGMA user_version = 1")
     job = make_job(key="kept")
     v1 = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
-    values = dict(zip(sqlite_module.COLUMNS, sqlite_module._to_row(job), strict=True))
+    values = dict(zip(queries.COLUMNS, queries._to_row(job), strict=True))
     marks = ", ".join("?" * len(v1))
     conn.execute(f"INSERT INTO jobs ({', '.join(v1)}) VALUES ({marks})", [values[c] for c in v1])
     conn.close()
@@ -366,6 +366,45 @@ def test_whole_float_values_come_back_as_floats(backend: SQLiteBackend) -> None:
         assert type(record.abort_requested) is bool
         assert type(record.state) is JobState
     assert type(claimed.started_at) is float and type(claimed.lease_expires_at) is float
+
+
+def test_enqueue_returns_what_a_read_returns(backend: SQLiteBackend) -> None:
+    """enqueue does not read the row back; its record must still be the stored one."""
+    plain = make_job(timeout=30.0)
+    assert backend.enqueue(plain, now=NOW) == backend.get(plain.id)
+    # ints given for REAL columns are stored as REAL and come back as floats
+    odd = make_job(run_at=int(NOW), timeout=30, result_ttl=5)
+    for record in (backend.enqueue(odd, now=NOW), *backend.enqueue_many([odd], now=NOW)):
+        assert record == backend.get(odd.id)
+        assert type(record.run_at) is float and type(record.timeout) is float
+    row = backend._connection().execute(
+        "SELECT typeof(state), typeof(abort_requested), typeof(run_at) FROM jobs WHERE id = ?",
+        (odd.id,),
+    ).fetchone()
+    assert row == ("text", "integer", "real")
+
+
+def test_enqueue_many_mixes_stored_ids_duplicates_and_keys(backend: SQLiteBackend) -> None:
+    """The one-statement bulk path keeps the per-job answers of enqueue, in order."""
+    landed = backend.enqueue_many([make_job(), make_job(key="held")], now=NOW)
+    fresh = [make_job() for _ in range(3)]
+    holder_of_key = make_job(key="held")  # its key is held: the stored holder is returned
+    new_key = make_job(key="new")
+    again = landed[0].replace(payload=b"changed")  # a retry with the id of a stored job
+    batch = [fresh[0], again, holder_of_key, fresh[1], fresh[1], new_key, make_job(key="new"),
+             fresh[2]]
+    records = backend.enqueue_many(batch, now=NOW)
+    assert [r.id for r in records] == [
+        fresh[0].id, landed[0].id, landed[1].id, fresh[1].id, fresh[1].id, new_key.id,
+        new_key.id, fresh[2].id,
+    ]
+    assert records[1].payload == landed[0].payload  # the stored job, unchanged
+    for record in records:
+        assert record == backend.get(record.id)
+    assert backend.counts() == {"default": {"pending": 6}}
+    # a batch of stored ids alone stores nothing and returns the stored jobs
+    assert backend.enqueue_many(fresh, now=NOW) == [backend.get(j.id) for j in fresh]
+    assert backend.counts() == {"default": {"pending": 6}}
 
 
 def test_bad_rows_are_refused_by_the_table(backend: SQLiteBackend) -> None:

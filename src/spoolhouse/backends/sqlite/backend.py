@@ -27,113 +27,35 @@ from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, St
 from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .migrations import SCHEMA_VERSION, migrate
+from .queries import (
+    _ANY_DUE,
+    _BUMP,
+    _BY_ID,
+    _CLAIM,
+    _CLAIM_IDS,
+    _COLUMN_LIST,
+    _COMPLETE,
+    _FINAL_SQL,
+    _INSERT,
+    _INSERT_NEW,
+    _LIVE_KEY,
+    _NEXT_PRIORITY,
+    _RESCUE_SET,
+    _SELECT,
+    _STATE_INDEX,
+    _SUCCEEDED_KEY,
+    _TOP_PRIORITY,
+    STATS_RETENTION,
+    _stored,
+    _to_job,
+    _to_row,
+)
 from .wake import WakeChannel, wake_dir_for
 
 log = logging.getLogger("spoolhouse.sqlite")
 
-#: Column names, in the order of the Job dataclass fields (and of the table).
-COLUMNS: Final = tuple(f.name for f in dataclasses.fields(Job))
-_COLUMN_LIST: Final = ", ".join(COLUMNS)
-_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM jobs"
-_INSERT: Final = (
-    f"INSERT INTO jobs ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-    f"RETURNING {_COLUMN_LIST}"
-)
-# REAL columns whose whole values SQLite may hand back as int (INSERT ... RETURNING
-# skips the REAL affinity step in 3.40), so they are converted on the way out.
-_FLOAT_INDEXES: Final = tuple(
-    i for i, f in enumerate(dataclasses.fields(Job)) if str(f.type).startswith("float")
-)
-_STATE_INDEX: Final = COLUMNS.index("state")
-_ABORT_INDEX: Final = COLUMNS.index("abort_requested")
-
-_FINAL_SQL: Final = "('succeeded', 'failed', 'cancelled')"
 _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-# Claim walks the pending jobs of one queue one priority level at a time,
-# highest first. Within a level, jobs_claim is ordered by run_at, so the due
-# jobs are one index range and the walk stops after ``limit`` of them. A single
-# ORDER BY priority DESC over all levels would instead step over every future
-# job of a higher priority before reaching a due one of a lower priority.
-# INDEXED BY pins the plans: without statistics the planner may prefer
-# jobs_due and sort. Cost: O(levels visited x log n), whatever the backlog.
-_TOP_PRIORITY: Final = (
-    "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE state = 'pending' AND queue = ? "
-    "ORDER BY priority DESC LIMIT 1"
-)
-_NEXT_PRIORITY: Final = (
-    "SELECT priority FROM jobs INDEXED BY jobs_claim "
-    "WHERE state = 'pending' AND queue = ? AND priority < ? ORDER BY priority DESC LIMIT 1"
-)
-_CLAIM: Final = f"""
-UPDATE jobs
-   SET state = 'running',
-       attempt = attempt + 1,
-       started_at = :now,
-       worker_id = :worker_id,
-       lease = lower(hex(randomblob(8))),
-       lease_expires_at = :expires
- WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim
-               WHERE state = 'pending' AND queue = :queue AND priority = :priority
-                 AND run_at <= :now
-               ORDER BY run_at, id
-               LIMIT :limit)
-RETURNING {_COLUMN_LIST}
-"""
-
-# With per-task limits the ids are picked in Python (see SQLiteBackend._pick).
-_CLAIM_IDS: Final = """
-UPDATE jobs
-   SET state = 'running',
-       attempt = attempt + 1,
-       started_at = ?,
-       worker_id = ?,
-       lease = lower(hex(randomblob(8))),
-       lease_expires_at = ?
- WHERE state = 'pending' AND id IN ({ids})
-RETURNING {columns}
-"""
-
-# The job holding a key: the live one (at most one, jobs_live_key), else a
-# succeeded one that has not expired.
-_LIVE_KEY: Final = f"{_SELECT} WHERE key = ? AND state IN ('pending', 'running')"
-_SUCCEEDED_KEY: Final = (
-    f"{_SELECT} INDEXED BY jobs_key WHERE key = ? AND state = 'succeeded' "
-    "AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"
-)
-
-_ANY_DUE: Final = (
-    "SELECT 1 FROM jobs INDEXED BY jobs_due WHERE state = 'pending' AND queue = ? AND run_at <= ? "
-    "LIMIT 1"
-)
-
-# Rescue: every right-hand side sees the row as it was before the UPDATE. A job
-# put back keeps its run_at (its place in the queue), like release.
-_RESCUE_SET: Final = """
-   SET lost = lost + 1,
-       error = :error,
-       lease = NULL,
-       lease_expires_at = NULL,
-       state = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
-                    THEN 'failed' ELSE 'pending' END,
-       finished_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
-                          THEN :now ELSE finished_at END,
-       worker_id = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
-                        THEN worker_id ELSE NULL END,
-       expires_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
-                         THEN :expires_at ELSE expires_at END
-"""
-
-# Outcome counters per minute (stats table), bumped inside the transition's transaction.
-_BUMP: Final = {
-    column: (
-        f"INSERT INTO stats (minute, {column}) VALUES (?, ?) "
-        f"ON CONFLICT (minute) DO UPDATE SET {column} = {column} + excluded.{column}"
-    )
-    for column in ("succeeded", "failed", "retried")
-}
-#: How long per-minute stats are kept (the contract asks for at least 24 hours).
-STATS_RETENTION: Final = 7 * 86400.0
 
 # Who checkpoints the WAL. SQLite's automatic checkpoint runs inside the commit
 # that crosses the threshold, so whichever caller commits then pays for copying
@@ -213,27 +135,6 @@ def parse_url(url: str, *, synchronous: str, busy_timeout: float) -> SQLiteOptio
     return SQLiteOptions(path=os.path.abspath(raw), synchronous=sync, busy_timeout=timeout)
 
 
-def _to_job(row: Sequence[Any]) -> Job:
-    values = dict(zip(COLUMNS, row, strict=True))
-    for i in _FLOAT_INDEXES:
-        if row[i] is not None:
-            values[COLUMNS[i]] = float(row[i])
-    values["state"] = JobState(row[_STATE_INDEX])
-    values["abort_requested"] = bool(row[_ABORT_INDEX])
-    return Job(**values)
-
-
-def _to_row(job: Job) -> tuple[Any, ...]:
-    return tuple(
-        getattr(job, name).value
-        if name == "state"
-        else int(job.abort_requested)
-        if name == "abort_requested"
-        else getattr(job, name)
-        for name in COLUMNS
-    )
-
-
 def _is_storage_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
     """Whether ``exc`` is about the file or the lock (mapped to a typed error), not the SQL.
 
@@ -245,12 +146,6 @@ def _is_storage_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
 def _claim_order(job: Job) -> tuple[int, float, str]:
     return (-job.priority, job.run_at, job.id)
 
-
-_COMPLETE = (
-    "UPDATE jobs SET state = 'succeeded', result = ?, finished_at = ?, expires_at = ?, "
-    "lease = NULL, lease_expires_at = NULL "
-    "WHERE id = ? AND state = 'running' AND lease = ?"
-)
 
 
 #: seconds SQLite's own busy handler waits per try of ``BEGIN IMMEDIATE``
@@ -506,17 +401,33 @@ class SQLiteBackend:
     # -- producer ----------------------------------------------------------------
     def _insert(self, conn: sqlite3.Connection, job: Job, now: float) -> tuple[Job, bool]:
         """Store ``job`` unless its id is stored or its key is held; return (record, stored)."""
-        row = conn.execute(f"{_SELECT} WHERE id = ?", (job.id,)).fetchone()
+        if job.key is None:
+            if conn.execute(_INSERT_NEW, _to_row(job)).rowcount == 1:
+                return _stored(job), True
+            # a producer retrying an enqueue that did land
+            return _to_job(conn.execute(_BY_ID, (job.id,)).fetchone()), False
+        row = conn.execute(_BY_ID, (job.id,)).fetchone()
         if row is not None:
-            return _to_job(row), False  # a producer retrying an enqueue that did land
-        if job.key is not None:
-            row = conn.execute(_LIVE_KEY, (job.key,)).fetchone()
-            if row is None:
-                row = conn.execute(_SUCCEEDED_KEY, (job.key, now)).fetchone()
-            if row is not None:
-                return _to_job(row), False
-        row = conn.execute(_INSERT, _to_row(job)).fetchone()
-        return _to_job(row), True
+            return _to_job(row), False
+        row = conn.execute(_LIVE_KEY, (job.key,)).fetchone()
+        if row is None:
+            row = conn.execute(_SUCCEEDED_KEY, (job.key, now)).fetchone()
+        if row is not None:
+            return _to_job(row), False
+        conn.execute(_INSERT, _to_row(job))
+        return _stored(job), True
+
+    def _insert_unkeyed(self, conn: sqlite3.Connection, jobs: Sequence[Job]) -> list[Job]:
+        """Store jobs without a key in one ``executemany``; return their records.
+
+        When every row went in (the usual case), the records are the jobs
+        themselves. When some id was already stored (a retried batch), the rows
+        that were not are stored all the same, and every record is read back.
+        """
+        inserted = conn.executemany(_INSERT_NEW, map(_to_row, jobs)).rowcount
+        if inserted == len(jobs):
+            return [_stored(job) for job in jobs]
+        return [_to_job(conn.execute(_BY_ID, (job.id,)).fetchone()) for job in jobs]
 
     def enqueue(self, job: Job, *, now: float) -> Job:
         with self._write("enqueue") as conn:
@@ -531,11 +442,24 @@ class SQLiteBackend:
         stored: list[Job] = []
         queues: set[str] = set()
         with self._write("enqueue_many") as conn:
-            for job in jobs:
-                record, inserted = self._insert(conn, job, now)
-                stored.append(record)
-                if inserted:
-                    queues.add(record.queue)
+            # in order: runs of unkeyed jobs in one statement each, keyed jobs one by one
+            start = 0
+            while start < len(jobs):
+                if jobs[start].key is not None:
+                    record, inserted = self._insert(conn, jobs[start], now)
+                    stored.append(record)
+                    if inserted:
+                        queues.add(record.queue)
+                    start += 1
+                    continue
+                end = start + 1
+                while end < len(jobs) and jobs[end].key is None:
+                    end += 1
+                records = self._insert_unkeyed(conn, jobs[start:end])
+                stored.extend(records)
+                # a record read back may not be new: an extra wake-up is harmless
+                queues.update(record.queue for record in records)
+                start = end
         for queue in sorted(queues):
             self._wake.notify(queue)
         return stored

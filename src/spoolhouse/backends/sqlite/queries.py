@@ -1,0 +1,160 @@
+"""SQL text and row mapping of the SQLite backend's jobs table.
+
+The statements are module constants, so each text is compiled once per
+connection and then found in the connection's statement cache. Row mapping
+converts between :class:`~spoolhouse.job.Job` and the tuple of its columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from ...job import Job, JobState
+
+#: Column names, in the order of the Job dataclass fields (and of the table).
+COLUMNS: Final = tuple(f.name for f in dataclasses.fields(Job))
+_COLUMN_LIST: Final = ", ".join(COLUMNS)
+_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM jobs"
+_BY_ID: Final = f"{_SELECT} WHERE id = ?"
+# No RETURNING: the stored row is the Job that was bound (see _stored).
+_INSERT: Final = f"INSERT INTO jobs ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+# An unkeyed job: store it unless its id is stored (a producer retrying an
+# enqueue that did land); rowcount says which. The conflict target is the
+# primary key only, so any other constraint still raises.
+_INSERT_NEW: Final = f"{_INSERT} ON CONFLICT (id) DO NOTHING"
+# REAL columns whose whole values SQLite may hand back as int (INSERT ... RETURNING
+# skips the REAL affinity step in 3.40), so they are converted on the way out.
+_FLOAT_INDEXES: Final = tuple(
+    i for i, f in enumerate(dataclasses.fields(Job)) if str(f.type).startswith("float")
+)
+_STATE_INDEX: Final = COLUMNS.index("state")
+_ABORT_INDEX: Final = COLUMNS.index("abort_requested")
+
+_FINAL_SQL: Final = "('succeeded', 'failed', 'cancelled')"
+
+# Claim walks the pending jobs of one queue one priority level at a time,
+# highest first. Within a level, jobs_claim is ordered by run_at, so the due
+# jobs are one index range and the walk stops after ``limit`` of them. A single
+# ORDER BY priority DESC over all levels would instead step over every future
+# job of a higher priority before reaching a due one of a lower priority.
+# INDEXED BY pins the plans: without statistics the planner may prefer
+# jobs_due and sort. Cost: O(levels visited x log n), whatever the backlog.
+_TOP_PRIORITY: Final = (
+    "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE state = 'pending' AND queue = ? "
+    "ORDER BY priority DESC LIMIT 1"
+)
+_NEXT_PRIORITY: Final = (
+    "SELECT priority FROM jobs INDEXED BY jobs_claim "
+    "WHERE state = 'pending' AND queue = ? AND priority < ? ORDER BY priority DESC LIMIT 1"
+)
+_CLAIM: Final = f"""
+UPDATE jobs
+   SET state = 'running',
+       attempt = attempt + 1,
+       started_at = :now,
+       worker_id = :worker_id,
+       lease = lower(hex(randomblob(8))),
+       lease_expires_at = :expires
+ WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim
+               WHERE state = 'pending' AND queue = :queue AND priority = :priority
+                 AND run_at <= :now
+               ORDER BY run_at, id
+               LIMIT :limit)
+RETURNING {_COLUMN_LIST}
+"""
+
+# With per-task limits the ids are picked in Python (see SQLiteBackend._pick).
+_CLAIM_IDS: Final = """
+UPDATE jobs
+   SET state = 'running',
+       attempt = attempt + 1,
+       started_at = ?,
+       worker_id = ?,
+       lease = lower(hex(randomblob(8))),
+       lease_expires_at = ?
+ WHERE state = 'pending' AND id IN ({ids})
+RETURNING {columns}
+"""
+
+# The job holding a key: the live one (at most one, jobs_live_key), else a
+# succeeded one that has not expired.
+_LIVE_KEY: Final = f"{_SELECT} WHERE key = ? AND state IN ('pending', 'running')"
+_SUCCEEDED_KEY: Final = (
+    f"{_SELECT} INDEXED BY jobs_key WHERE key = ? AND state = 'succeeded' "
+    "AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"
+)
+
+_ANY_DUE: Final = (
+    "SELECT 1 FROM jobs INDEXED BY jobs_due WHERE state = 'pending' AND queue = ? AND run_at <= ? "
+    "LIMIT 1"
+)
+
+# Rescue: every right-hand side sees the row as it was before the UPDATE. A job
+# put back keeps its run_at (its place in the queue), like release.
+_RESCUE_SET: Final = """
+   SET lost = lost + 1,
+       error = :error,
+       lease = NULL,
+       lease_expires_at = NULL,
+       state = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                    THEN 'failed' ELSE 'pending' END,
+       finished_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                          THEN :now ELSE finished_at END,
+       worker_id = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                        THEN worker_id ELSE NULL END,
+       expires_at = CASE WHEN attempt >= max_attempts OR lost + 1 >= :max_lost
+                         THEN :expires_at ELSE expires_at END
+"""
+
+# Outcome counters per minute (stats table), bumped inside the transition's transaction.
+_BUMP: Final = {
+    column: (
+        f"INSERT INTO stats (minute, {column}) VALUES (?, ?) "
+        f"ON CONFLICT (minute) DO UPDATE SET {column} = {column} + excluded.{column}"
+    )
+    for column in ("succeeded", "failed", "retried")
+}
+#: How long per-minute stats are kept (the contract asks for at least 24 hours).
+STATS_RETENTION: Final = 7 * 86400.0
+
+_COMPLETE = (
+    "UPDATE jobs SET state = 'succeeded', result = ?, finished_at = ?, expires_at = ?, "
+    "lease = NULL, lease_expires_at = NULL "
+    "WHERE id = ? AND state = 'running' AND lease = ?"
+)
+
+
+def _to_job(row: Sequence[Any]) -> Job:
+    values = dict(zip(COLUMNS, row, strict=True))
+    for i in _FLOAT_INDEXES:
+        if row[i] is not None:
+            values[COLUMNS[i]] = float(row[i])
+    values["state"] = JobState(row[_STATE_INDEX])
+    values["abort_requested"] = bool(row[_ABORT_INDEX])
+    return Job(**values)
+
+
+# Every column in table order. sqlite3 binds a str subclass (JobState is a
+# StrEnum) as its text and a bool as the integer 0 or 1, which is what the
+# STRICT table stores, so no value needs converting on the way in.
+_to_row: Final[Callable[[Job], tuple[Any, ...]]] = operator.attrgetter(*COLUMNS)
+
+_FLOAT_FIELDS: Final = tuple(COLUMNS[i] for i in _FLOAT_INDEXES)
+
+
+def _stored(job: Job) -> Job:
+    """The job as a read of the row just inserted from it would return it.
+
+    That is ``job`` itself unless a REAL column was given an int (stored as
+    REAL, read back as float) or abort_requested is not a bool.
+    """
+    for name in _FLOAT_FIELDS:
+        value = getattr(job, name)
+        if value is not None and type(value) is not float:
+            return _to_job(_to_row(job))
+    if type(job.abort_requested) is not bool or type(job.state) is not JobState:
+        return _to_job(_to_row(job))
+    return job

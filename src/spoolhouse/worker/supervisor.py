@@ -1,7 +1,10 @@
 """Supervisor: N worker processes, restarted when they die.
 
-The parent never touches a job's code; it tracks what each child is running
-(from messages the child sends on a pipe) so that it can
+The parent never touches a job's code; it tracks what each child holds (from
+messages the child sends on a pipe, one per claimed batch and one per batch of
+outcomes) and what each of its threads is running (from a shared-memory
+:class:`Slots` board the child writes and the parent reads: no message per
+job), so that it can
 
 * rescue a dead child's jobs at once (not after the lease), counting the loss
   so a job that kills its process three times ends ``failed`` (poison pill);
@@ -26,12 +29,13 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..errors import BackendUnavailable
+from ..job import Job
 from ..lifecycle import Fail, RetryAt, after_error, error_text
 from ..spooler import Spooler
 from .scheduler import Scheduler
@@ -44,6 +48,48 @@ KILL_GRACE = 5.0
 FAST_DEATH = 2.0
 #: seconds between periodic-schedule checks: the resolution of periodic tasks
 SCHEDULE_INTERVAL = 0.5
+#: longest a started job with a ``timeout`` goes unnoticed by the parent, which
+#: learns of starts by reading the children's slots: the precision of hard timeouts
+TIMEOUT_POLL = 0.05
+#: a slot's sequence number while its thread runs nothing
+IDLE = -1.0
+
+
+class Slots:
+    """What each thread of a child is running, in memory shared with the parent.
+
+    Slot ``i`` is two doubles: the sequence number of the job thread ``i``
+    runs (its rank among the jobs the child announced in ``claim`` messages,
+    counted from 0; :data:`IDLE` when none) and its start, ``time.monotonic()``
+    (one clock for every process on the host). A thread writes the start
+    first and the number second, and the parent reads the number on both
+    sides of the start, so a torn read is seen and retried. Writing a slot is
+    a memory store: a job costs no message to the parent.
+    """
+
+    def __init__(self, ctx: Any, threads: int) -> None:
+        self.threads = threads
+        self.array: Any = ctx.RawArray("d", [IDLE, 0.0] * threads)
+
+    def write(self, index: int, seq: int, started: float) -> None:
+        self.array[2 * index + 1] = started
+        self.array[2 * index] = float(seq)
+
+    def clear(self, index: int) -> None:
+        self.array[2 * index] = IDLE
+
+    def read(self) -> list[tuple[int, float]]:
+        """``(seq, started)`` of every busy slot."""
+        busy = []
+        for index in range(self.threads):
+            while True:
+                seq = self.array[2 * index]
+                started = self.array[2 * index + 1]
+                if self.array[2 * index] == seq:
+                    break
+            if seq != IDLE:
+                busy.append((int(seq), started))
+        return busy
 
 
 @dataclass
@@ -52,6 +98,7 @@ class Running:
     token: str
     task: str
     timeout: float | None
+    seq: int = 0  # rank among the child's claimed jobs (see Slots)
     started: float | None = None  # monotonic; None while claimed but not started
     ran: bool = False  # finished executing; its ack may still be buffered in the child
 
@@ -62,7 +109,10 @@ class Child:
     process: Any  # multiprocessing.Process (spawn context)
     conn: Connection
     started: float  # monotonic
-    running: dict[str, Running] = field(default_factory=dict)
+    slots: Slots
+    running: dict[str, Running] = field(default_factory=dict)  # every job it holds
+    by_seq: dict[int, Running] = field(default_factory=dict)
+    claims: int = 0  # jobs announced so far: the next job's seq
     timed_out: bool = False
     stop_sent: int = 0
 
@@ -126,13 +176,14 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         parent, child = self._ctx.Pipe(duplex=False)
+        slots = Slots(self._ctx, self.config.threads)
         process = self._ctx.Process(
-            target=child_main, args=(self.config, child), name=f"spoolhouse-worker-{index}",
-            daemon=False,
+            target=child_main, args=(self.config, child, slots),
+            name=f"spoolhouse-worker-{index}", daemon=False,
         )
         process.start()
         child.close()
-        self.children[index] = Child(index, process, parent, time.monotonic())
+        self.children[index] = Child(index, process, parent, time.monotonic(), slots)
         log.info("spawned spoolhouse worker %d (pid: %s)", index, process.pid)
 
     def stop(self, *, cold: bool = False) -> None:
@@ -204,10 +255,12 @@ class Supervisor:
         for child in list(self.children.values()):
             if child.conn in ready:
                 self._read_messages(child)
+            self._read_slots(child)
         for child in list(self.children.values()):
             if not child.process.is_alive():
                 child.process.join()
                 self._read_messages(child)
+                self._read_slots(child)
                 self._on_exit(child)
         self._enforce_timeouts()
         self._enforce_stop_deadline()
@@ -225,8 +278,13 @@ class Supervisor:
             times.append(self._next_schedule - now)
         for child in self.children.values():
             for r in child.running.values():
-                if r.timeout is not None and r.started is not None and not r.ran:
-                    times.append(r.started + r.timeout - now)
+                if r.timeout is None or r.ran:
+                    continue
+                if r.started is None:
+                    # it may start any moment, and only the slots would tell
+                    times.append(TIMEOUT_POLL)
+                else:
+                    times.append(min(r.started + r.timeout - now, TIMEOUT_POLL))
         times.extend(t - now for t in self._restart_at.values())
         if self.stop_deadline is not None:
             times.append(self.stop_deadline - now)
@@ -239,22 +297,38 @@ class Supervisor:
                 kind = message[0]
                 if kind == "claim":
                     for job_id, token, task, timeout in message[1]:
-                        child.running[job_id] = Running(job_id, token, task, timeout)
-                elif kind == "start":
-                    _, job_id, previous = message
-                    r = child.running.get(job_id)
-                    if r is not None:
-                        r.started = time.monotonic()
-                    self._ran(child, previous)
-                elif kind == "ran":
-                    self._ran(child, message[1])
+                        claimed = Running(job_id, token, task, timeout, seq=child.claims)
+                        child.claims += 1
+                        child.running[job_id] = claimed
+                        child.by_seq[claimed.seq] = claimed
                 elif kind == "done":
                     for job_id, task, queue, outcome, duration in message[1]:
-                        child.running.pop(job_id, None)
+                        finished = child.running.pop(job_id, None)
+                        if finished is not None:
+                            child.by_seq.pop(finished.seq, None)
                         if outcome != "released":
                             self._notify(task, queue, outcome, duration)
         except (EOFError, OSError):
             pass
+
+    @staticmethod
+    def _read_slots(child: Child) -> None:
+        """Mark the child's jobs started or ran from what its threads' slots show now.
+
+        Read after the pipe is drained: a thread writes its slot only after the
+        claim message naming the job was sent, so every seq found is known.
+        A job seen running and no longer in any slot has ran; one that started
+        and finished between two reads is never seen, and counts as not started
+        (both are given back, not counted as lost, if the child dies).
+        """
+        busy = dict(child.slots.read())
+        for r in child.by_seq.values():
+            if r.started is not None and not r.ran and r.seq not in busy:
+                r.ran = True
+        for seq, started in busy.items():
+            job = child.by_seq.get(seq)
+            if job is not None and job.started is None:
+                job.started = started
 
     def _notify(self, task: str, queue: str, outcome: str, duration: float) -> None:
         for listener in self.listeners:
@@ -262,12 +336,6 @@ class Supervisor:
                 listener(task, queue, outcome, duration)
             except Exception:
                 log.exception("a supervisor listener raised; ignored")
-
-    @staticmethod
-    def _ran(child: Child, job_id: str | None) -> None:
-        r = child.running.get(job_id) if job_id is not None else None
-        if r is not None:
-            r.ran = True
 
     def _on_exit(self, child: Child) -> None:
         del self.children[child.index]
@@ -345,6 +413,7 @@ class Supervisor:
             child.process.kill()
             child.process.join()
             self._read_messages(child)
+            self._read_slots(child)
             now = self.spooler.clock.now()
             backend = self.spooler.backend
             for r in child.running.values():
@@ -357,6 +426,7 @@ class Supervisor:
                     log.warning("job %s: store unavailable (%s); its lease expires and a "
                                 "maintenance pass rescues it", r.job_id, exc)
             child.running.clear()
+            child.by_seq.clear()
 
     def _record_timeout(self, r: Running, now: float) -> None:
         backend = self.spooler.backend
@@ -460,7 +530,51 @@ class Supervisor:
 
 
 # -- the child process -----------------------------------------------------------
-def child_main(config: WorkerConfig, conn: Connection) -> None:
+class _ThreadSlots:
+    """The child's side of :class:`Slots`: each executor thread owns one slot."""
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+        self._seqs: dict[str, int] = {}  # claimed job id -> seq, until it starts or is done
+        self._announced = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._next_slot = 0
+
+    def claimed(self, jobs: Iterable[Job]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._seqs[job.id] = self._announced
+                self._announced += 1
+
+    def forget(self, jobs: Iterable[Job]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._seqs.pop(job.id, None)
+
+    def start(self, job: Job) -> None:
+        with self._lock:
+            seq = self._seqs.pop(job.id, None)
+        index = self._slot()
+        if seq is not None and index is not None:
+            self.slots.write(index, seq, time.monotonic())
+
+    def idle(self) -> None:
+        index = self._slot()
+        if index is not None:
+            self.slots.clear(index)
+
+    def _slot(self) -> int | None:
+        index: int | None = getattr(self._local, "index", None)
+        if index is None:
+            with self._lock:
+                index = self._next_slot
+                self._next_slot += 1
+            self._local.index = index
+        return index if index < self.slots.threads else None
+
+
+def child_main(config: WorkerConfig, conn: Connection, slots: Slots) -> None:
     """Entry point of a worker process (spawned)."""
     from ..loader import load_spooler
     from .worker import Worker
@@ -472,27 +586,31 @@ def child_main(config: WorkerConfig, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards Ctrl-C as SIGTERM
     spooler = load_spooler(config.app_ref)
     send_lock = threading.Lock()
+    board = _ThreadSlots(slots)
 
     def send(message: tuple[Any, ...]) -> None:
         with send_lock, contextlib.suppress(OSError, ValueError):
             conn.send(message)
+
+    def on_claim(jobs: list[Job]) -> None:
+        board.claimed(jobs)  # numbered before any thread can start them
+        send(("claim", [(j.id, j.lease, j.task, j.timeout) for j in jobs]))
+
+    def on_done(done: list[tuple[Job, str, float]]) -> None:
+        board.forget(job for job, _, _ in done)
+        send(("done", [(j.id, j.task, j.queue, kind, d) for j, kind, d in done]))
 
     worker = Worker(
         spooler,
         queues=config.queues,
         threads=config.threads,
         max_tasks=config.max_tasks,
-        on_claim=lambda jobs: send(
-            ("claim", [(j.id, j.lease, j.task, j.timeout) for j in jobs])
-        ),
-        on_start=lambda job, previous: send(
-            ("start", job.id, None if previous is None else previous.id)
-        ),
-        on_ran=lambda job: send(("ran", job.id)),
-        on_done=lambda done: send(
-            ("done", [(j.id, j.task, j.queue, kind, d) for j, kind, d in done])
-        ),
+        on_claim=on_claim,
+        on_start=lambda job, previous: board.start(job),
+        on_ran=lambda job: board.idle(),
+        on_done=on_done,
     )
+
     def on_term(signum: int, frame: Any) -> None:
         worker.stop(hard=signum == signal.SIGUSR1)
 

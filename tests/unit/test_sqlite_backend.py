@@ -37,7 +37,9 @@ def make_job(**fields: Any) -> Job:
     fields.setdefault("queue", "default")
     fields.setdefault("payload", b"[[], {}]")
     fields.setdefault("run_at", NOW)
-    return Job(id=new_job_id(NOW), task="t", created_at=NOW, **fields)
+    fields.setdefault("task", "t")
+    fields.setdefault("id", new_job_id(NOW))
+    return Job(created_at=NOW, **fields)
 
 
 @pytest.fixture
@@ -165,7 +167,6 @@ def test_schema_version_and_migrations(backend: SQLiteBackend, db_path: Path) ->
     }
     assert {
         "jobs_claim",
-        "jobs_due",
         "jobs_key",
         "jobs_task_started",
         "jobs_lease",
@@ -175,6 +176,7 @@ def test_schema_version_and_migrations(backend: SQLiteBackend, db_path: Path) ->
         "jobs_queue",
         "jobs_task",
     } <= names
+    assert "jobs_due" not in names  # dropped by migration 4: jobs_claim serves next_due
     # opening again applies nothing and keeps the data
     job = backend.enqueue(make_job(), now=NOW)
     again = SQLiteBackend(f"sqlite:///{db_path}")
@@ -208,6 +210,90 @@ def test_an_older_schema_is_migrated_on_open(db_path: Path) -> None:
         assert b.schedule_tick("s", NOW, make_job(), now=NOW) is not None
         assert b.schedule_ticks() == {"s": NOW}
         b.check_integrity(full=True)
+    finally:
+        b.close()
+
+
+def _v3_jobs() -> list[Job]:
+    """Jobs in every state, with every optional field used somewhere."""
+    ids = iter(sorted(new_job_id(NOW) for _ in range(9)))
+    return [
+        make_job(id=next(ids), queue="mail", priority=5, key="k-pending", headers='{"t": "1"}'),
+        make_job(id=next(ids), queue="mail", run_at=NOW + 3600, max_attempts=3, timeout=30.0),
+        make_job(id=next(ids), queue="reports", task="report", run_at=NOW - 60, result_ttl=60.0),
+        make_job(
+            id=next(ids), state=JobState.RUNNING, attempt=1, started_at=NOW, worker_id="w1",
+            lease="0123456789abcdef", lease_expires_at=NOW + 30, key="k-running",
+            progress='{"current": 1}', abort_requested=True,
+        ),
+        make_job(
+            id=next(ids), state=JobState.SUCCEEDED, attempt=1, started_at=NOW, finished_at=NOW + 1,
+            worker_id="w1", result=b"\x00result", result_ttl=60.0, expires_at=NOW + 61,
+            key="k-done",
+        ),
+        make_job(
+            id=next(ids), queue="reports", task="report", state=JobState.FAILED, attempt=2,
+            max_attempts=2, lost=1, started_at=NOW, finished_at=NOW + 2, worker_id="w2",
+            error='{"type": "ValueError"}', key="k-failed",
+        ),
+        make_job(id=next(ids), state=JobState.CANCELLED, finished_at=NOW, error='{"c": 1}'),
+        make_job(id=next(ids), queue="mail", priority=-1, run_at=NOW - 1),
+    ]
+
+
+def test_a_version_3_file_opens_with_every_job_intact(db_path: Path) -> None:
+    # a file as migrations 1-3 left it, written with plain SQL (not this code's writes)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    for migration in MIGRATIONS[:3]:
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("COMMIT")
+    v3 = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+    assert set(v3) == set(queries.COLUMNS)
+    jobs = _v3_jobs()
+    for job in jobs:
+        values = {
+            **dict(zip(queries.COLUMNS, queries._to_row(job), strict=True)),
+            "state": job.state.value,
+            "abort_requested": int(job.abort_requested),
+        }
+        marks = ", ".join("?" * len(v3))
+        conn.execute(f"INSERT INTO jobs ({', '.join(v3)}) VALUES ({marks})", [values[c] for c in v3])
+    conn.execute("INSERT INTO schedules (name, tick) VALUES ('nightly', ?)", (NOW,))
+    conn.execute("INSERT INTO stats (minute, succeeded) VALUES (?, 3)", (int(NOW // 60),))
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    assert "jobs_due" in indexes
+    conn.close()
+
+    b = SQLiteBackend(f"sqlite:///{db_path}")
+    try:
+        assert b.schema_version() == SCHEMA_VERSION >= 4
+        b.check_integrity(full=True)
+        for job in jobs:
+            assert b.get(job.id) == job
+        newest_first = sorted(jobs, key=lambda j: j.id, reverse=True)
+        assert b.list_jobs(limit=100) == newest_first
+        for field in ("state", "queue", "task", "key"):
+            for value in {getattr(j, field) for j in jobs} - {None}:
+                expected = [j for j in newest_first if getattr(j, field) == value]
+                assert b.list_jobs(**{field: str(value)}, limit=100) == expected, (field, value)
+        assert b.list_jobs(state="pending", queue="mail", limit=100) == [
+            j for j in newest_first if j.state is JobState.PENDING and j.queue == "mail"
+        ]
+        assert b.schedule_ticks() == {"nightly": NOW}
+        assert b.stats(since=NOW - 60)[0][1] == 3
+        assert b.next_due(["mail"], now=NOW) == NOW - 1
+        assert b.next_due(["mail", "reports"], now=NOW) == NOW - 60
+        # keys held in v3 still hold; the running job keeps its lease
+        assert b.enqueue(make_job(key="k-done"), now=NOW).id == jobs[4].id
+        assert b.enqueue(make_job(key="k-running"), now=NOW).id == jobs[3].id
+        assert b.complete(jobs[3].id, "0123456789abcdef", now=NOW, result=None, expires_at=None)
+        claimed = b.claim(["mail"], worker_id="w", now=NOW, lease=30, limit=5)
+        assert [j.id for j in claimed] == [jobs[0].id, jobs[7].id]  # priority 5, then -1
     finally:
         b.close()
 
@@ -297,7 +383,8 @@ def _fill(backend: SQLiteBackend) -> None:
     ("name", "index"),
     [
         ("claim", "jobs_claim"),
-        ("next_due", "jobs_due"),
+        ("next_due", "jobs_claim"),
+        ("claim_nothing_due", "jobs_claim"),
         ("rescue_expired", "jobs_lease"),
         ("prune", "jobs_expires"),
         ("enqueue_with_key", "jobs_live_key"),
@@ -318,6 +405,10 @@ def test_query_plans_use_their_index_and_never_scan(
     actions: dict[str, Callable[[], object]] = {
         "claim": lambda: backend.claim(["q0", "q2"], worker_id="w", now=NOW, lease=30, limit=5),
         "next_due": lambda: backend.next_due(["q0", "q1", "q2"], now=NOW),
+        # only future jobs: the look-before-lock walks every level and takes no lock
+        "claim_nothing_due": lambda: backend.claim(
+            ["q0", "q1", "q2"], worker_id="w", now=NOW - 10, lease=30, limit=5
+        ),
         "rescue_expired": lambda: backend.rescue_expired(now=NOW + 1, max_lost=3, error="{}"),
         "prune": lambda: backend.prune(now=NOW + 10, limit=10),
         "enqueue_with_key": lambda: backend.enqueue(make_job(key="k7"), now=NOW),
@@ -819,6 +910,38 @@ def test_claim_cost_does_not_grow_with_the_backlog(tmp_path: Path) -> None:
     small = _claim_steps(tmp_path, 40)
     large = _claim_steps(tmp_path, 4000)
     # a B-tree descent is a little deeper in a bigger file; a scan would be 100x
+    assert large < small * 1.5, (small, large)
+
+
+def _idle_steps(tmp_path: Path, backlog: int) -> tuple[int, float | None]:
+    """VM instructions of a claim and a next_due with only future jobs (3 priority levels)."""
+    b = SQLiteBackend(f"sqlite:///{tmp_path / f'idle-{backlog}.db'}")
+    try:
+        b.enqueue_many(
+            [make_job(priority=i % 3, run_at=NOW + 60 + i) for i in range(backlog)], now=NOW
+        )
+        conn = b._connection()
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        conn.set_progress_handler(count, 1)
+        try:
+            assert b.claim(["default"], worker_id="w", now=NOW, lease=30) == []
+            due = b.next_due(["default"], now=NOW)
+        finally:
+            conn.set_progress_handler(None, 1)
+        return steps[0], due
+    finally:
+        b.close()
+
+
+def test_idle_claim_and_next_due_do_not_grow_with_scheduled_jobs(tmp_path: Path) -> None:
+    small, due_small = _idle_steps(tmp_path, 40)
+    large, due_large = _idle_steps(tmp_path, 4000)
+    assert due_small == due_large == NOW + 60
     assert large < small * 1.5, (small, large)
 
 

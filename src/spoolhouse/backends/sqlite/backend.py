@@ -28,7 +28,6 @@ from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .migrations import SCHEMA_VERSION, migrate
 from .queries import (
-    _ANY_DUE,
     _BUMP,
     _BY_ID,
     _CLAIM,
@@ -38,7 +37,9 @@ from .queries import (
     _FINAL_SQL,
     _INSERT,
     _INSERT_NEW,
+    _LEVEL_HEAD,
     _LIVE_KEY,
+    _NEXT_LEVEL_HEAD,
     _NEXT_PRIORITY,
     _RESCUE_SET,
     _SELECT,
@@ -141,6 +142,27 @@ def _is_storage_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
     Constraint, binding and value errors are bugs or bad input and propagate as they are.
     """
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
+
+
+_NEVER: Final = float("inf")
+
+
+def _earliest(conn: sqlite3.Connection, queue: str, *, due_by: float = -_NEVER) -> float:
+    """The earliest ``run_at`` of the pending jobs of ``queue`` (inf when there are none).
+
+    Reads the first jobs_claim entry of each priority level, highest first, and
+    stops early at a level whose first job is due by ``due_by``: one index probe
+    per level visited, whatever the backlog.
+    """
+    earliest = _NEVER
+    row = conn.execute(_LEVEL_HEAD, (queue,)).fetchone()
+    while row is not None:
+        priority, run_at = row
+        earliest = min(earliest, float(run_at))
+        if earliest <= due_by:
+            break
+        row = conn.execute(_NEXT_LEVEL_HEAD, (queue, priority)).fetchone()
+    return earliest
 
 
 def _claim_order(job: Job) -> tuple[int, float, str]:
@@ -479,7 +501,7 @@ class SQLiteBackend:
             return []
         # Look before taking the write lock: an idle worker then costs producers nothing.
         with self._read("claim") as conn:
-            due = [q for q in dict.fromkeys(queues) if conn.execute(_ANY_DUE, (q, now)).fetchone()]
+            due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
         if not due:
             return []
         claimed: list[Job] = []
@@ -757,18 +779,9 @@ class SQLiteBackend:
         return jobs
 
     def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
-        unique = list(dict.fromkeys(queues))
-        if not unique:
-            return None
-        # one MIN per queue walks jobs_due to its first entry; a single MIN over
-        # "queue IN (...)" would read every pending entry of those queues
-        parts = " UNION ALL ".join(
-            "SELECT MIN(run_at) AS t FROM jobs WHERE state = 'pending' AND queue = ?"
-            for _ in unique
-        )
         with self._read("next_due") as conn:
-            row = conn.execute(f"SELECT MIN(t) FROM ({parts})", unique).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+            earliest = min((_earliest(conn, q) for q in dict.fromkeys(queues)), default=_NEVER)
+        return None if earliest == _NEVER else earliest
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         self._wake.wait(queues, timeout)

@@ -39,6 +39,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         _packaged("0002_schedules_keys_limits.sql"),
     ),
     Migration(3, "jobs.headers; stats table", _packaged("0003_headers_stats.sql")),
+    Migration(4, "drop jobs_due (jobs_claim serves next_due)", _packaged("0004_drop_jobs_due.sql")),
 )
 
 #: The schema version this code reads and writes.

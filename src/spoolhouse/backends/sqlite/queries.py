@@ -41,7 +41,7 @@ _FINAL_SQL: Final = "('succeeded', 'failed', 'cancelled')"
 # ORDER BY priority DESC over all levels would instead step over every future
 # job of a higher priority before reaching a due one of a lower priority.
 # INDEXED BY pins the plans: without statistics the planner may prefer
-# jobs_due and sort. Cost: O(levels visited x log n), whatever the backlog.
+# another index and sort. Cost: O(levels visited x log n), whatever the backlog.
 _TOP_PRIORITY: Final = (
     "SELECT priority FROM jobs INDEXED BY jobs_claim WHERE state = 'pending' AND queue = ? "
     "ORDER BY priority DESC LIMIT 1"
@@ -87,9 +87,19 @@ _SUCCEEDED_KEY: Final = (
     "AND (expires_at IS NULL OR expires_at > ?) LIMIT 1"
 )
 
-_ANY_DUE: Final = (
-    "SELECT 1 FROM jobs INDEXED BY jobs_due WHERE state = 'pending' AND queue = ? AND run_at <= ? "
-    "LIMIT 1"
+# The earliest pending job of the highest priority level of a queue (the first
+# entry of jobs_claim for the queue), and of the next lower level: one index
+# probe per level. The earliest run_at of a queue is the least of its levels'
+# first entries, so next_due and claim's look-before-lock need no index of
+# their own (migration 4 dropped jobs_due, one B-tree less per enqueue and claim).
+_LEVEL_HEAD: Final = (
+    "SELECT priority, run_at FROM jobs INDEXED BY jobs_claim "
+    "WHERE state = 'pending' AND queue = ? ORDER BY priority DESC, run_at LIMIT 1"
+)
+_NEXT_LEVEL_HEAD: Final = (
+    "SELECT priority, run_at FROM jobs INDEXED BY jobs_claim "
+    "WHERE state = 'pending' AND queue = ? AND priority < ? "
+    "ORDER BY priority DESC, run_at LIMIT 1"
 )
 
 # Rescue: every right-hand side sees the row as it was before the UPDATE. A job

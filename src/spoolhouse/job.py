@@ -13,7 +13,6 @@ import enum
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,4 +115,5 @@ def new_job_id(now: float | None = None) -> str:
         _last = (ms, rand)
     # 48 bits time | version 7 | 12 random bits | variant 0b10 | 62 random bits
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0x2 << 62) | (rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

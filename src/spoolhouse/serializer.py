@@ -162,10 +162,14 @@ def _set_sort_key(encoded: Any) -> str:
     return json.dumps(encoded, separators=(",", ":"), ensure_ascii=True)
 
 
+#: One encoder for every payload: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
+
+
 def _to_json_bytes(doc: Any) -> bytes:
-    text = json.dumps(
-        doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
-    )
+    text = _ENCODER.encode(doc)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:

@@ -76,6 +76,27 @@ def check_key(key: object) -> str | None:
     return key
 
 
+def _positional_range(signature: inspect.Signature) -> tuple[int, int] | None:
+    """``(least, most)`` positional arguments that always bind, when that is all it takes.
+
+    Only for functions whose parameters are plain positional ones (no
+    ``*args``, ``**kwargs`` or keyword-only parameters without a default):
+    then a call with no keywords binds exactly when the count is in range,
+    and ``check_call`` can skip :meth:`inspect.Signature.bind`.
+    """
+    least = most = 0
+    for param in signature.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            most += 1
+            if param.default is param.empty:
+                least += 1
+        elif param.kind is param.KEYWORD_ONLY and param.default is not param.empty:
+            continue
+        else:
+            return None
+    return least, most
+
+
 class Task(Generic[P, R]):
     """A function registered with a :class:`~spoolhouse.Spooler`.
 
@@ -89,6 +110,7 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.config = config
         self._signature = inspect.signature(fn)
+        self._positional = _positional_range(self._signature)
         functools.update_wrapper(self, fn)
 
     @property
@@ -103,6 +125,9 @@ class Task(Generic[P, R]):
 
     def check_call(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` now if the arguments cannot bind to the function."""
+        fast = self._positional
+        if fast is not None and not kwargs and fast[0] <= len(args) <= fast[1]:
+            return  # positional arguments only, as many as the function takes
         try:
             self._signature.bind(*args, **kwargs)
         except TypeError as exc:

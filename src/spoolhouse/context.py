@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,7 +50,7 @@ class RunningJob:
     def __init__(self, job: Job, report: Callable[[str], bool] | None = None) -> None:
         self.job = job
         self._report = report
-        self._abort = threading.Event()
+        self._abort = False  # set by the worker's heartbeat thread; a plain flag is enough
 
     @property
     def id(self) -> str:
@@ -79,11 +78,11 @@ class RunningJob:
 
     def request_abort(self) -> None:
         """Called by the worker when cancellation of this running job was requested."""
-        self._abort.set()
+        self._abort = True
 
     def should_abort(self) -> bool:
         """``True`` once someone asked to cancel this job; the task should stop soon."""
-        return self._abort.is_set()
+        return self._abort
 
     def progress(self, current: float, total: float | None = None, *, message: str = "") -> None:
         """Record progress. Raises :class:`~spoolhouse.errors.Abort` if cancellation was asked.
@@ -92,8 +91,8 @@ class RunningJob:
         """
         text = Progress(current=current, total=total, message=message).to_json()
         if self._report is not None and self._report(text):
-            self._abort.set()
-        if self._abort.is_set():
+            self._abort = True
+        if self._abort:
             raise Abort(f"job {self.id} was cancelled while running")
 
 

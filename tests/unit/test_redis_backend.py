@@ -35,8 +35,8 @@ from spoolhouse.backends.redis import RedisBackend
 from spoolhouse.backends.redis import backend as backend_module
 from spoolhouse.backends.redis.backend import mask_url
 from spoolhouse.backends.redis.codec import decode_job, encode_job, order_key
-from spoolhouse.backends.redis.keys import Keyspace
-from spoolhouse.backends.redis.scripts import NAMES, source
+from spoolhouse.backends.redis.keys import WAKE_MAX, Keyspace
+from spoolhouse.backends.redis.scripts import NAMES, shake, source
 from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from spoolhouse.job import Job, JobState, new_job_id
 
@@ -272,6 +272,48 @@ def test_scripts_compile(rb: RedisBackend) -> None:
             assert client.script_load(source(name, flags=True))
             makes_jobs = name in ("enqueue", "schedule_tick")
             assert source(name, flags=True).startswith("#!lua") is not makes_jobs
+
+
+def test_shake_keeps_what_a_script_uses_in_order() -> None:
+    library = (
+        "-- header\n"
+        "local ROOT = ARGV[1]\n"
+        "local K_A = KEYS[1]\n"
+        "-- a builds keys\n"
+        "local function a(x) return ROOT .. x end\n"
+        "\n"
+        "-- b is never used\n"
+        "local function b() return K_A end\n"
+        "\n"
+        "-- c uses a\n"
+        "local function c(y)\n"
+        "  return a(y) -- the key\n"
+        "end\n"
+    )
+    kept = shake(library, "-- mentions b only in a comment\nreturn c('z')\n")
+    assert kept == (
+        "-- header\n"
+        "local ROOT = ARGV[1]\n"
+        "-- a builds keys\n"
+        "local function a(x) return ROOT .. x end\n"
+        "\n"
+        "-- c uses a\n"
+        "local function c(y)\n"
+        "  return a(y) -- the key\n"
+        "end\n"
+    )
+    assert shake(library, "return 0") == "-- header\n"
+    assert shake("-- nothing defined\n", "return 0") == "-- nothing defined\n"
+
+
+def test_every_script_gets_the_library_functions_it_calls() -> None:
+    for name in NAMES:
+        text = source(name)
+        for called in ("index", "unindex", "put_job", "wake_up", "held", "tally", "delete_job"):
+            if f"{called}(" in (LUA_DIR / f"{name}.lua").read_text():
+                assert f"local function {called}(" in text, (name, called)
+    assert "local function delete_job(" not in source("enqueue")
+    assert "local function held(" not in source("enqueue")
 
 
 def test_all_keys_of_a_spooler_share_one_cluster_slot(rb: RedisBackend) -> None:
@@ -553,6 +595,37 @@ def test_connections_are_rebuilt_after_fork(rb: RedisBackend) -> None:
     got = rb.get(job_id)
     assert got is not None and got.queue == "forked"
     assert id(rb._current().main) == parent_main
+
+
+def test_enqueue_recovers_from_a_script_flush_and_a_dropped_connection(
+    private_redis: Any,
+) -> None:
+    server = private_redis()
+    b = RedisBackend(server.url, prefix="raw")
+    admin = server.client()
+    first = b.enqueue(make_job(), now=NOW)
+    admin.script_flush()  # NOSCRIPT: the script is loaded again and the enqueue sent again
+    second = b.enqueue(make_job(), now=NOW)
+    # the server drops the producer's idle connection: the next enqueue reconnects
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    third = b.enqueue(make_job(), now=NOW)
+    assert [j.id for j in b.list_jobs(limit=10)] == [third.id, second.id, first.id]
+    assert b.enqueue_many([first, make_job(key="k"), make_job(key="k")], now=NOW)[0] == first
+    assert b.counts() == {"default": {"pending": 4}}
+    b.close()
+
+
+def test_the_wake_list_never_outgrows_its_bound(rb: RedisBackend) -> None:
+    client = rb._current().main
+    wake = rb.keys.wake("default")
+    for i in range(WAKE_MAX + 3):
+        rb.enqueue(make_job(), now=NOW)
+        assert client.llen(wake) == min(i + 1, WAKE_MAX)
+    client.delete(wake)
+    rb.enqueue_many([make_job() for _ in range(3)], now=NOW)
+    assert client.llen(wake) == 3
+    rb.enqueue_many([make_job() for _ in range(2 * WAKE_MAX)], now=NOW)
+    assert client.llen(wake) == WAKE_MAX
 
 
 # -- enqueue deadline fence -----------------------------------------------------------------
@@ -908,7 +981,10 @@ def test_stats_are_counted_inside_the_scripts_and_trimmed_by_prune(
     assert rb.stats(since=m * 60.0 + 59.5) == expected[1:]  # the minute of since counts whole
     assert rb.stats(since=math.inf) == [] and rb.stats(since=math.nan) == []
     assert _hash(rb, rb.keys.stats) == {
-        f"{m - 1}:r": "1", f"{m}:s": "1", f"{m}:f": "1", f"{m + 3}:f": "1"
+        f"{m - 1}:r": "1",
+        f"{m}:s": "1",
+        f"{m}:f": "1",
+        f"{m + 3}:f": "1",
     }
     assert _zset(rb, rb.keys.stat_minutes) == {str(k): float(k) for k in (m - 1, m, m + 3)}
     # prune keeps STATS_RETENTION before its now, and trims in batches
@@ -969,7 +1045,10 @@ _LIMIT_CHOICES: list[dict[str, Any] | None] = [
     None,
     {"a": backend_module.TaskLimit(concurrency=1)},
     {"a": backend_module.TaskLimit(concurrency=2), "b": backend_module.TaskLimit(rate=2, per=5)},
-    {"b": backend_module.TaskLimit(concurrency=1, rate=3, per=8.5), "c": backend_module.TaskLimit(rate=1)},
+    {
+        "b": backend_module.TaskLimit(concurrency=1, rate=3, per=8.5),
+        "c": backend_module.TaskLimit(rate=1),
+    },
 ]
 
 
@@ -1029,7 +1108,10 @@ def test_random_histories_match_the_memory_backend(rb: RedisBackend, seed: int) 
                 if stored is not None:
                     batch.append(stored.replace(queue="q2", priority=7))
             for given, a, b in zip(
-                batch, mem.enqueue_many(batch, now=now), rb.enqueue_many(batch, now=now), strict=True
+                batch,
+                mem.enqueue_many(batch, now=now),
+                rb.enqueue_many(batch, now=now),
+                strict=True,
             ):
                 same_enqueue(given, a, b)
         elif op < 0.5:

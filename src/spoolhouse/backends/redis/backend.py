@@ -14,6 +14,12 @@ No pool retries a command: a failure raises
 :class:`~spoolhouse.errors.BackendUnavailable` (or ``EnqueueTimeout``) at
 once, and the next call reconnects. Key layout: :mod:`.keys`; scripts:
 :mod:`.scripts` and ``lua/``.
+
+The enqueue is the producer's hot path, so it skips most of redis-py: the
+command is written in RESP by :func:`_bulk` (its fixed head, script and keys,
+packed once), sent on a producer connection kept aside between calls, and the
+reply read with the connection's own parser; a ``NOSCRIPT`` reply loads the
+script and sends again (nothing ran). Every other command goes through redis-py.
 """
 
 from __future__ import annotations
@@ -142,6 +148,21 @@ def _minute(now: float) -> str:
     return str(int(now // 60)) if math.isfinite(now) else ""
 
 
+def _bulk(values: Sequence[bytes | str | int]) -> bytes:
+    """``values`` as RESP bulk strings, one after the other (no array header)."""
+    out: list[bytes] = []
+    for value in values:
+        raw = (
+            value.encode()
+            if isinstance(value, str)
+            else b"%d" % value
+            if isinstance(value, int)
+            else value
+        )
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
 def _positive(name: str, value: float) -> float:
     number = float(value)
     if not number > 0 or math.isinf(number):
@@ -159,6 +180,9 @@ class _Clients:
     blocking: redis.Redis
     flagged: Scripts  # for Redis 7 and later
     legacy: Scripts  # for older servers
+    # producer connections between enqueues, taken from (and counted in) the producer
+    # pool: list.pop and list.append are atomic, so threads share it without a lock
+    idle: list[Any]
 
 
 class RedisBackend:
@@ -206,6 +230,8 @@ class RedisBackend:
         self._flags = False
         self._offset: float | None = None
         self._offset_at = 0.0
+        # (sha, RESP of EVALSHA, sha, the KEYS and the root) of the enqueue script
+        self._enqueue_head: tuple[str, bytes] | None = None
 
     @property
     def wait_client_name(self) -> str:
@@ -247,6 +273,7 @@ class RedisBackend:
             blocking,
             flagged=Scripts.register(main, flags=True),
             legacy=Scripts.register(main, flags=False),
+            idle=[],
         )
 
     def _current(self) -> _Clients:
@@ -439,10 +466,8 @@ class RedisBackend:
             # client stops waiting: a timed-out enqueue never lands later (a stalled
             # server that resumes would otherwise store a job the caller saw fail).
             deadline = time.time() + offset + bound
-            reply = self._scripts(clients).enqueue(
-                keys=self.keys.fixed,
-                args=[self.keys.root, float_text(now), float_text(deadline), *args],
-                client=clients.producer,
+            reply = self._send_enqueue(
+                clients, _bulk([float_text(now), float_text(deadline), *args]), 2 + len(args)
             )
         if reply == b"late":
             self._offset = None
@@ -453,6 +478,51 @@ class RedisBackend:
         return [
             job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
         ]
+
+    def _send_enqueue(self, clients: _Clients, argv: bytes, count: int) -> Any:
+        """Run the enqueue script with ``argv`` (``count`` RESP bulk strings after the root).
+
+        Same outcome as ``Script.__call__`` on the producer pool, with less Python.
+        """
+        script = self._scripts(clients).enqueue
+        head = self._enqueue_head
+        if head is None or head[0] != script.sha:
+            fixed = self.keys.fixed
+            head = (script.sha, _bulk(["EVALSHA", script.sha, len(fixed), *fixed, self.keys.root]))
+            self._enqueue_head = head
+        packed = b"*%d\r\n%s%s" % (4 + len(self.keys.fixed) + count, head[1], argv)
+        pool = clients.producer.connection_pool
+        try:
+            conn = clients.idle.pop()
+        except IndexError:
+            conn = pool.get_connection()
+        try:
+            try:
+                stale = conn.can_read()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+                stale = True
+            if stale:
+                # a reply nobody asked for, or the server closed the connection (it was
+                # restarted, or dropped an idle client): start afresh, as the pool does
+                conn.disconnect()
+            conn.send_packed_command((packed,), check_health=False)
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                # not loaded (a restarted or flushed server): nothing ran; load and resend
+                conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", script.script))
+                conn.read_response()
+                conn.send_packed_command((packed,), check_health=False)
+                reply = conn.read_response()
+        except redis.exceptions.ResponseError:
+            clients.idle.append(conn)  # an error reply leaves the connection in step
+            raise
+        except BaseException:
+            conn.disconnect()  # a reply may still be on its way
+            pool.release(conn)
+            raise
+        clients.idle.append(conn)
+        return reply
 
     def _server_offset(self, client: redis.Redis) -> float:
         """Seconds to add to this host's clock to get the server's (``TIME``), refreshed now and then."""

@@ -4,12 +4,16 @@ Each script in ``lua/`` opens with a header naming its KEYS and ARGV and the
 invariants it keeps. What is sent to Redis is the generated key prelude
 (:func:`.keys.lua_prelude`), then ``lua/_lib.lua``, then the script itself; on
 Redis 7 and later a shebang line first gives the flags (see :data:`ALLOW_OOM`).
+Only the definitions of the prelude and the library that the script uses (directly
+or through another definition) are sent: Redis runs the whole text on every call,
+and each ``local function`` left in costs a closure per call (see :func:`shake`).
 redis-py's ``register_script`` runs them with EVALSHA and loads them on a
 ``NOSCRIPT`` reply (after a Redis restart, for example).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -50,6 +54,54 @@ def _read(name: str) -> str:
 ALLOW_OOM = frozenset(NAMES) - {"enqueue", "schedule_tick"}
 
 
+# A top-level definition of the prelude or the library: `local function NAME` or `local NAME`.
+_DEFINITION = re.compile(r"^local\s+(?:function\s+)?([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMMENT_LINE = re.compile(r"^\s*--.*$", re.MULTILINE)
+
+
+def _names(code: str) -> set[str]:
+    """The identifiers in ``code`` outside whole-line comments (a superset of those it uses)."""
+    return set(_NAME.findall(_COMMENT_LINE.sub("", code)))
+
+
+def shake(library: str, script: str) -> str:
+    """The parts of ``library`` that ``script`` needs, in their order.
+
+    ``library`` is cut into pieces, one per top-level ``local`` definition (with the
+    comment lines in front of it); a piece is kept when its name is used by
+    ``script`` or by a kept piece, together with any text before the first
+    definition. Names are read outside whole-line comments; a name that is not a
+    use (in a string or a trailing comment) keeps a piece that is not needed, which
+    costs time, never correctness.
+    """
+    starts = [m.start() for m in _DEFINITION.finditer(library)]
+    if not starts:
+        return library
+    head = library[: starts[0]]
+    pieces: list[tuple[str, str]] = []  # (name, text)
+    lead = ""  # the comment lines in front of the next definition
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(library)
+        lines = library[start:end].splitlines(keepends=True)
+        cut = len(lines)
+        if i + 1 < len(starts):
+            while cut > 1 and (not lines[cut - 1].strip() or lines[cut - 1].startswith("--")):
+                cut -= 1
+        match = _DEFINITION.match(lines[0])
+        assert match is not None
+        pieces.append((match.group(1), lead + "".join(lines[:cut])))
+        lead = "".join(lines[cut:])
+    needed = _names(script)
+    keep = [False] * len(pieces)
+    for i in range(len(pieces) - 1, -1, -1):  # a piece only uses pieces above it
+        name, text = pieces[i]
+        if name in needed:
+            keep[i] = True
+            needed |= _names(text)
+    return head + "".join(text for (_, text), kept in zip(pieces, keep, strict=True) if kept)
+
+
 @cache
 def source(name: str, flags: bool = False) -> str:
     """The full text sent to Redis for the script ``name``.
@@ -57,8 +109,8 @@ def source(name: str, flags: bool = False) -> str:
     With ``flags`` (Redis 7 and later), a shebang line declares the script's flags.
     """
     shebang = "#!lua flags=allow-oom\n" if flags and name in ALLOW_OOM else ""
-    body = lua_prelude() + _read("_lib.lua") + f"-- {name}.lua\n" + _read(f"{name}.lua")
-    return shebang + body
+    script = f"-- {name}.lua\n" + _read(f"{name}.lua")
+    return shebang + shake(lua_prelude() + _read("_lib.lua"), script) + script
 
 
 @dataclass(frozen=True, slots=True)

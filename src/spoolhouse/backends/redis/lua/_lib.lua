@@ -26,7 +26,8 @@
 -- (tally adds, prune.lua trims).
 --
 -- Numbers computed here are written with %.17g so they read back as the very
--- same double in Python.
+-- same double in Python. Constants given to redis.call are strings ('0', not 0): Redis
+-- formats a Lua number with printf on every call.
 
 local function fmt(x)
   return string.format('%.17g', x)
@@ -34,6 +35,9 @@ end
 
 local INDEXED = {'state', 'queue', 'key', 'run_at', 'priority', '_rk', 'lease_expires_at', 'expires_at',
   'task'}
+-- field name -> its place in INDEXED
+local INDEXED_AT = {state = 1, queue = 2, key = 3, run_at = 4, priority = 5, _rk = 6, lease_expires_at = 7,
+  expires_at = 8, task = 9}
 
 -- Add `by` to a counter hash field; a field that reaches 0 (or less) is removed.
 local function bump(hash, field, by)
@@ -46,6 +50,14 @@ local function count(state, queue, by)
   bump(K_COUNTS, state .. ':' .. queue, by)
 end
 
+-- The ready-set score of a job of `priority` (decimal text): its negation, as text.
+local function ready_score(priority)
+  if priority == '0' then
+    return '0'
+  end
+  return fmt(0 - tonumber(priority))
+end
+
 local function unindex(id)
   local f = redis.call('HMGET', k_job(id), unpack(INDEXED))
   local state, queue, key = f[1], f[2], f[3]
@@ -55,7 +67,7 @@ local function unindex(id)
   redis.call('ZREM', K_IDS, id)
   redis.call('ZREM', k_state(state), id)
   redis.call('ZREM', k_queue(queue), id)
-  count(state, queue, -1)
+  count(state, queue, '-1')
   if key and redis.call('HGET', K_UNIQ, key) == id then
     redis.call('HDEL', K_UNIQ, key)
   end
@@ -67,7 +79,7 @@ local function unindex(id)
     end
   elseif state == 'running' then
     redis.call('ZREM', K_RUNNING, id)
-    bump(K_BUSY, f[9], -1)
+    bump(K_BUSY, f[9], '-1')
   else
     redis.call('ZREM', K_EXPIRING, id)
   end
@@ -86,14 +98,16 @@ local function keep_key(key, id, expires_at)
   redis.call('HSET', K_UNIQ_DONE, key, id)
 end
 
--- `wake` collects, per queue, how many pending jobs were indexed (see wake_up).
-local function index(id, now, wake)
-  local f = redis.call('HMGET', k_job(id), unpack(INDEXED))
+-- `wake` collects, per queue, how many pending jobs were indexed (see wake_up). `f`,
+-- when given, holds the INDEXED fields of the job as stored (in INDEXED order, nil
+-- for an absent field), saving their read.
+local function index(id, now, wake, f)
+  f = f or redis.call('HMGET', k_job(id), unpack(INDEXED))
   local state, queue, key = f[1], f[2], f[3]
-  redis.call('ZADD', K_IDS, 0, id)
-  redis.call('ZADD', k_state(state), 0, id)
-  redis.call('ZADD', k_queue(queue), 0, id)
-  count(state, queue, 1)
+  redis.call('ZADD', K_IDS, '0', id)
+  redis.call('ZADD', k_state(state), '0', id)
+  redis.call('ZADD', k_queue(queue), '0', id)
+  count(state, queue, '1')
   if key and (state == 'pending' or state == 'running') then
     redis.call('HSET', K_UNIQ, key, id)
   elseif key and state == 'succeeded' then
@@ -102,7 +116,7 @@ local function index(id, now, wake)
   if state == 'pending' then
     redis.call('ZADD', k_pending(queue), f[4], id)
     if tonumber(f[4]) <= now then
-      redis.call('ZADD', k_ready(queue), 0 - tonumber(f[5]), f[6])
+      redis.call('ZADD', k_ready(queue), ready_score(f[5]), f[6])
     else
       redis.call('ZADD', k_sched(queue), f[4], id)
     end
@@ -111,26 +125,31 @@ local function index(id, now, wake)
     if f[7] then
       redis.call('ZADD', K_RUNNING, f[7], id)
     end
-    bump(K_BUSY, f[9], 1)
+    bump(K_BUSY, f[9], '1')
   elseif f[8] then
     redis.call('ZADD', K_EXPIRING, f[8], id)
   end
 end
 
--- One token per pending job made (up to WAKE_MAX) on each queue's wake list:
--- every idle worker BLPOPs these, so one enqueue wakes one worker, a batch several.
+-- One token per pending job made on each queue's wake list, as long as the list stays
+-- at most WAKE_MAX long: every idle worker BLPOPs these, so one enqueue wakes one
+-- worker, a batch several. A full list (no worker took a token) costs one LLEN.
 local function wake_up(wake)
   for queue, n in pairs(wake) do
-    if n > WAKE_MAX then
-      n = WAKE_MAX
-    end
-    local tokens = {}
-    for i = 1, n do
-      tokens[i] = '1'
-    end
     local wk = k_wake(queue)
-    redis.call('LPUSH', wk, unpack(tokens))
-    redis.call('LTRIM', wk, 0, WAKE_MAX - 1)
+    local room = WAKE_MAX - redis.call('LLEN', wk)
+    if n > room then
+      n = room
+    end
+    if n == 1 then
+      redis.call('LPUSH', wk, '1')
+    elseif n > 1 then
+      local tokens = {}
+      for i = 1, n do
+        tokens[i] = '1'
+      end
+      redis.call('LPUSH', wk, unpack(tokens))
+    end
   end
 end
 
@@ -245,21 +264,24 @@ local function put_job(id, first, last, now, wake)
   if redis.call('EXISTS', jk) == 1 then
     return redis.call('HGETALL', jk)
   end
-  local key = nil
+  local f = {} -- the INDEXED fields, as index() reads them (the last pair of a name wins)
   for p = first, last, 2 do
-    if ARGV[p] == 'key' then
-      key = ARGV[p + 1]
-      local holder = key_holder(key, now)
-      if holder then
-        return holder
-      end
-      break
+    local at = INDEXED_AT[ARGV[p]]
+    if at then
+      f[at] = ARGV[p + 1]
+    end
+  end
+  local key = f[3]
+  if key then
+    local holder = key_holder(key, now)
+    if holder then
+      return holder
     end
   end
   redis.call('HSET', jk, unpack(ARGV, first, last))
-  index(id, now, wake)
+  index(id, now, wake, f)
   if key then
-    redis.call('ZADD', k_bykey(key), 0, id)
+    redis.call('ZADD', k_bykey(key), '0', id)
   end
   return 0
 end

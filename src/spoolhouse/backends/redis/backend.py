@@ -15,11 +15,12 @@ No pool retries a command: a failure raises
 once, and the next call reconnects. Key layout: :mod:`.keys`; scripts:
 :mod:`.scripts` and ``lua/``.
 
-The enqueue is the producer's hot path, so it skips most of redis-py: the
-command is written in RESP by :func:`_bulk` (its fixed head, script and keys,
-packed once), sent on a producer connection kept aside between calls, and the
-reply read with the connection's own parser; a ``NOSCRIPT`` reply loads the
-script and sends again (nothing ran). Every other command goes through redis-py.
+Scripts are the hot path (enqueue for producers, claim and complete for
+workers), so they skip most of redis-py: the ``EVALSHA`` is written in RESP by
+:func:`_bulk` (its head, script and keys, packed once per script), sent on a
+connection of the right pool kept aside between calls, and the reply read with
+the connection's own parser; a ``NOSCRIPT`` reply loads the script and sends
+again (nothing ran). Every other command goes through redis-py.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, St
 from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .codec import decode_job, encode_job, float_text, order_key, pairs
-from .keys import Keyspace
+from .keys import FIXED, Keyspace
 from .scripts import Scripts
 
 log = logging.getLogger("spoolhouse.backends.redis")
@@ -180,9 +181,10 @@ class _Clients:
     blocking: redis.Redis
     flagged: Scripts  # for Redis 7 and later
     legacy: Scripts  # for older servers
-    # producer connections between enqueues, taken from (and counted in) the producer
-    # pool: list.pop and list.append are atomic, so threads share it without a lock
-    idle: list[Any]
+    # connections between script calls, taken from (and counted in) the producer and
+    # the main pool: list.pop and list.append are atomic, so threads share them
+    idle_producer: list[Any]
+    idle_main: list[Any]
 
 
 class RedisBackend:
@@ -230,8 +232,8 @@ class RedisBackend:
         self._flags = False
         self._offset: float | None = None
         self._offset_at = 0.0
-        # (sha, RESP of EVALSHA, sha, the KEYS and the root) of the enqueue script
-        self._enqueue_head: tuple[str, bytes] | None = None
+        # sha -> RESP of EVALSHA, the sha, the KEYS and the root: the head of a script call
+        self._heads: dict[str, bytes] = {}
 
     @property
     def wait_client_name(self) -> str:
@@ -273,7 +275,8 @@ class RedisBackend:
             blocking,
             flagged=Scripts.register(main, flags=True),
             legacy=Scripts.register(main, flags=False),
-            idle=[],
+            idle_producer=[],
+            idle_main=[],
         )
 
     def _current(self) -> _Clients:
@@ -421,7 +424,7 @@ class RedisBackend:
         clients = self._ready()
         script = getattr(self._scripts(clients), name)
         with self._errors(name):
-            return script(keys=self.keys.fixed, args=[self.keys.root, *args], client=clients.main)
+            return self._evalsha(clients.main, clients.idle_main, script, _bulk(args), len(args))
 
     @staticmethod
     def _jobs(reply: Any) -> list[Job]:
@@ -466,8 +469,12 @@ class RedisBackend:
             # client stops waiting: a timed-out enqueue never lands later (a stalled
             # server that resumes would otherwise store a job the caller saw fail).
             deadline = time.time() + offset + bound
-            reply = self._send_enqueue(
-                clients, _bulk([float_text(now), float_text(deadline), *args]), 2 + len(args)
+            reply = self._evalsha(
+                clients.producer,
+                clients.idle_producer,
+                self._scripts(clients).enqueue,
+                _bulk([float_text(now), float_text(deadline), *args]),
+                2 + len(args),
             )
         if reply == b"late":
             self._offset = None
@@ -479,21 +486,23 @@ class RedisBackend:
             job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
         ]
 
-    def _send_enqueue(self, clients: _Clients, argv: bytes, count: int) -> Any:
-        """Run the enqueue script with ``argv`` (``count`` RESP bulk strings after the root).
+    def _evalsha(
+        self, client: redis.Redis, idle: list[Any], script: Any, argv: bytes, count: int
+    ) -> Any:
+        """Run ``script`` with the fixed KEYS, the root and ``argv`` (``count`` RESP bulk
+        strings) on a connection of ``client``'s pool, kept in ``idle`` between calls.
 
-        Same outcome as ``Script.__call__`` on the producer pool, with less Python.
+        Same outcome as ``Script.__call__``, with less Python.
         """
-        script = self._scripts(clients).enqueue
-        head = self._enqueue_head
-        if head is None or head[0] != script.sha:
+        head = self._heads.get(script.sha)
+        if head is None:
             fixed = self.keys.fixed
-            head = (script.sha, _bulk(["EVALSHA", script.sha, len(fixed), *fixed, self.keys.root]))
-            self._enqueue_head = head
-        packed = b"*%d\r\n%s%s" % (4 + len(self.keys.fixed) + count, head[1], argv)
-        pool = clients.producer.connection_pool
+            head = _bulk(["EVALSHA", script.sha, len(fixed), *fixed, self.keys.root])
+            self._heads[script.sha] = head
+        packed = b"*%d\r\n%s%s" % (4 + len(FIXED) + count, head, argv)
+        pool = client.connection_pool
         try:
-            conn = clients.idle.pop()
+            conn = idle.pop()
         except IndexError:
             conn = pool.get_connection()
         try:
@@ -515,13 +524,13 @@ class RedisBackend:
                 conn.send_packed_command((packed,), check_health=False)
                 reply = conn.read_response()
         except redis.exceptions.ResponseError:
-            clients.idle.append(conn)  # an error reply leaves the connection in step
+            idle.append(conn)  # an error reply leaves the connection in step
             raise
         except BaseException:
             conn.disconnect()  # a reply may still be on its way
             pool.release(conn)
             raise
-        clients.idle.append(conn)
+        idle.append(conn)
         return reply
 
     def _server_offset(self, client: redis.Redis) -> float:

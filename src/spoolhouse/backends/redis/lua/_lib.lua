@@ -98,6 +98,46 @@ local function keep_key(key, id, expires_at)
   redis.call('HSET', K_UNIQ_DONE, key, id)
 end
 
+-- The two transitions of every job that runs, done as unindex + index would, but
+-- touching only the entries that change (the job stays in ids and queue:<queue>, and
+-- a live job keeps its uniq entry). `f` holds the INDEXED fields before the change.
+
+-- pending -> running, for a job found in its ready set (so in no sched set) that now
+-- runs under a lease expiring at `lease_expires_at`.
+local function start_running(id, f, lease_expires_at)
+  local queue = f[2]
+  redis.call('ZREM', k_state('pending'), id)
+  redis.call('ZADD', k_state('running'), '0', id)
+  count('pending', queue, '-1')
+  count('running', queue, '1')
+  redis.call('ZREM', k_pending(queue), id)
+  redis.call('ZREM', k_ready(queue), f[6])
+  redis.call('ZADD', K_RUNNING, lease_expires_at, id)
+  bump(K_BUSY, f[9], '1')
+end
+
+-- running -> `state` (final), expiring at `expires_at` ('' for never).
+local function stop_running(id, f, state, expires_at)
+  local queue, key = f[2], f[3]
+  redis.call('ZREM', k_state('running'), id)
+  redis.call('ZADD', k_state(state), '0', id)
+  count('running', queue, '-1')
+  count(state, queue, '1')
+  redis.call('ZREM', K_RUNNING, id)
+  bump(K_BUSY, f[9], '-1')
+  if key then
+    if redis.call('HGET', K_UNIQ, key) == id then
+      redis.call('HDEL', K_UNIQ, key)
+    end
+    if state == 'succeeded' then
+      keep_key(key, id, expires_at ~= '' and expires_at or nil)
+    end
+  end
+  if expires_at ~= '' then
+    redis.call('ZADD', K_EXPIRING, expires_at, id)
+  end
+end
+
 -- `wake` collects, per queue, how many pending jobs were indexed (see wake_up). `f`,
 -- when given, holds the INDEXED fields of the job as stored (in INDEXED order, nil
 -- for an absent field), saving their read.
@@ -160,6 +200,17 @@ local function held(id, token)
     return true, f[3] == '1'
   end
   return false, false
+end
+
+-- The INDEXED fields of the job `id` (then its lease at [10]) when it is running under
+-- `token`, else nil.
+local function holding(id, token)
+  local f = redis.call('HMGET', k_job(id), 'state', 'queue', 'key', 'run_at', 'priority', '_rk',
+    'lease_expires_at', 'expires_at', 'task', 'lease')
+  if f[1] == 'running' and f[10] == token then
+    return f
+  end
+  return nil
 end
 
 -- Set or clear (`value` = '') an optional field of a job hash.

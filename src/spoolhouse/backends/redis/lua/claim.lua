@@ -28,7 +28,6 @@ end
 local skip_max = tonumber(ARGV[9])
 local page = tonumber(ARGV[10])
 local out = {}
-local none = {}
 
 -- allowance[task]: jobs of the task this call may still start; false = unlimited
 local allowance = {}
@@ -72,7 +71,7 @@ for qi = 11, #ARGV do
     redis.call('ZREM', sched, id)
     local f = redis.call('HMGET', k_job(id), 'state', 'priority', '_rk')
     if f[1] == 'pending' then
-      redis.call('ZADD', ready, 0 - tonumber(f[2]), f[3])
+      redis.call('ZADD', ready, ready_score(f[2]), f[3])
     end
   end
   -- Every entry looked at leaves the ready set (claimed, dangling or not due) except
@@ -94,14 +93,16 @@ for qi = 11, #ARGV do
       end
       local id = string.sub(member, 17)
       local jk = k_job(id)
-      local f = redis.call('HMGET', jk, 'state', 'run_at', 'attempt', '_rk', 'task')
-      if f[1] ~= 'pending' or f[4] ~= member then
+      -- the INDEXED fields (see _lib.lua), then attempt at [10]
+      local f = redis.call('HMGET', jk, 'state', 'queue', 'key', 'run_at', 'priority', '_rk',
+        'lease_expires_at', 'expires_at', 'task', 'attempt')
+      if f[1] ~= 'pending' or f[6] ~= member then
         redis.call('ZREM', ready, member) -- dangling entry
-      elseif tonumber(f[2]) > now then
+      elseif tonumber(f[4]) > now then
         redis.call('ZREM', ready, member)
-        redis.call('ZADD', sched, f[2], id)
+        redis.call('ZADD', sched, f[4], id)
       else
-        local left = allowed(f[5])
+        local left = allowed(f[9])
         if left == 0 then
           if skipped >= skip_max then
             full = true
@@ -110,14 +111,13 @@ for qi = 11, #ARGV do
           end
         else
           if left then
-            allowance[f[5]] = left - 1
+            allowance[f[9]] = left - 1
           end
-          unindex(id)
-          redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[3]) + 1),
+          redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[10]) + 1),
             'started_at', ARGV[2], 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
             'lease_expires_at', ARGV[3])
-          index(id, now, none)
-          redis.call('ZADD', k_started(f[5]), ARGV[2], id)
+          start_running(id, f, ARGV[3])
+          redis.call('ZADD', k_started(f[9]), ARGV[2], id)
           out[#out + 1] = redis.call('HGETALL', jk)
         end
       end

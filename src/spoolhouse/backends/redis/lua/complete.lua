@@ -13,23 +13,29 @@
 --          expiring zset when it has an expiry; each job completed is counted as one
 --          success in the minute [3]; the batch is one script, so it is applied whole.
 
-local now = tonumber(ARGV[2])
 local out = {}
 local i = 5
 for j = 1, tonumber(ARGV[4]) do
   local id = ARGV[i]
-  if held(id, ARGV[i + 1]) then
-    local jk = k_job(id)
-    unindex(id)
-    redis.call('HSET', jk, 'state', 'succeeded', 'finished_at', ARGV[2])
+  local f = holding(id, ARGV[i + 1])
+  if f then
+    local set = {'state', 'succeeded', 'finished_at', ARGV[2]}
+    local clear = {'lease', 'lease_expires_at'}
     if ARGV[i + 2] == '1' then
-      redis.call('HSET', jk, 'result', ARGV[i + 3])
+      set[#set + 1], set[#set + 2] = 'result', ARGV[i + 3]
     else
-      redis.call('HDEL', jk, 'result')
+      clear[#clear + 1] = 'result'
     end
-    set_or_clear(jk, 'expires_at', ARGV[i + 4])
-    redis.call('HDEL', jk, 'lease', 'lease_expires_at')
-    index(id, now, {})
+    local expires_at = ARGV[i + 4]
+    if expires_at ~= '' then
+      set[#set + 1], set[#set + 2] = 'expires_at', expires_at
+    else
+      clear[#clear + 1] = 'expires_at'
+    end
+    local jk = k_job(id)
+    redis.call('HSET', jk, unpack(set))
+    redis.call('HDEL', jk, unpack(clear))
+    stop_running(id, f, 'succeeded', expires_at)
     tally(ARGV[3], 's')
     out[j] = 1
   else

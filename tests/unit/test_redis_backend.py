@@ -34,7 +34,7 @@ from spoolhouse.backends import open_backend
 from spoolhouse.backends.redis import RedisBackend
 from spoolhouse.backends.redis import backend as backend_module
 from spoolhouse.backends.redis.backend import mask_url
-from spoolhouse.backends.redis.codec import decode_job, encode_job, order_key
+from spoolhouse.backends.redis.codec import decode_job, encode_job, encode_job_resp, order_key
 from spoolhouse.backends.redis.keys import WAKE_MAX, Keyspace
 from spoolhouse.backends.redis.scripts import NAMES, shake, source
 from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
@@ -227,6 +227,12 @@ def test_codec_round_trips(
     )
     flat = encode_job(job)
     assert decode_job([v.encode() if isinstance(v, str) else v for v in flat]) == job
+    # what the enqueue sends: the same values, as RESP bulk strings
+    assert encode_job_resp(job) == (len(flat), backend_module._bulk(flat))
+    assert RedisBackend._job_resp(job) == (
+        len(RedisBackend._job_args(job)),
+        backend_module._bulk(RedisBackend._job_args(job)),
+    )
 
 
 @pytest.mark.parametrize(
@@ -243,6 +249,8 @@ def test_codec_round_trips(
 def test_codec_rejects_wrong_types(fields: dict[str, Any]) -> None:
     with pytest.raises((TypeError, ValueError)):
         encode_job(make_job(**fields))
+    with pytest.raises((TypeError, ValueError)):
+        encode_job_resp(make_job(**fields))
 
 
 # -- key namespace and scripts ----------------------------------------------------------

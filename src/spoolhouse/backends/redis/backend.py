@@ -46,7 +46,7 @@ from redis.retry import Retry
 from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
-from .codec import decode_job, encode_job, float_text, order_key, pairs
+from .codec import decode_job, encode_job, encode_job_resp, float_text, order_key, pairs
 from .keys import FIXED, Keyspace
 from .scripts import Scripts
 
@@ -446,11 +446,22 @@ class RedisBackend:
         fields += ["_rk", order_key(job.run_at) + job.id]
         return [job.id, len(fields), *fields]
 
+    @staticmethod
+    def _job_resp(job: Job) -> tuple[int, bytes]:
+        """:meth:`_job_args` as RESP bulk strings: (how many, the bytes)."""
+        count, fields = encode_job_resp(job)
+        rk = order_key(job.run_at).encode() + job.id.encode()
+        head = _bulk([job.id, count + 2])
+        return count + 4, b"%s%s$3\r\n_rk\r\n$%d\r\n%s\r\n" % (head, fields, len(rk), rk)
+
     def _enqueue(self, jobs: list[Job], now: float) -> list[Job]:
         # Encode everything first: a job that cannot be stored fails before any I/O.
-        args: list[bytes | str | int] = [len(jobs)]
+        body: list[bytes] = [_bulk([len(jobs)])]
+        count = 1
         for job in jobs:
-            args += self._job_args(job)
+            n, packed = self._job_resp(job)
+            body.append(packed)
+            count += n
         clients = self._current()
         bound = self.enqueue_timeout
         started = time.monotonic()
@@ -473,8 +484,8 @@ class RedisBackend:
                 clients.producer,
                 clients.idle_producer,
                 self._scripts(clients).enqueue,
-                _bulk([float_text(now), float_text(deadline), *args]),
-                2 + len(args),
+                b"".join([_bulk([float_text(now), float_text(deadline)]), *body]),
+                2 + count,
             )
         if reply == b"late":
             self._offset = None

@@ -223,13 +223,15 @@ local function set_or_clear(jk, field, value)
 end
 
 -- Count one outcome in `minute` (floor(now / 60) as decimal text, computed by the
--- client; '' = not counted): 's' succeeded, 'f' failed, 'r' retried.
+-- client; '' = not counted): 's' succeeded, 'f' failed, 'r' retried. A field already
+-- counted has its minute in stat_minutes (prune.lua drops both together).
 local function tally(minute, outcome)
   if minute == '' then
     return
   end
-  redis.call('HINCRBY', K_STATS, minute .. ':' .. outcome, 1)
-  redis.call('ZADD', K_STAT_MINUTES, minute, minute)
+  if redis.call('HINCRBY', K_STATS, minute .. ':' .. outcome, '1') == 1 then
+    redis.call('ZADD', K_STAT_MINUTES, minute, minute)
+  end
 end
 
 -- running -> a final state with an error (fail: 'failed', abort: 'cancelled');

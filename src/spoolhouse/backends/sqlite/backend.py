@@ -35,8 +35,6 @@ from .queries import (
     _COLUMN_LIST,
     _COMPLETE,
     _FINAL_SQL,
-    _INSERT,
-    _INSERT_NEW,
     _LEVEL_HEAD,
     _LIVE_KEY,
     _NEXT_LEVEL_HEAD,
@@ -47,9 +45,10 @@ from .queries import (
     _SUCCEEDED_KEY,
     _TOP_PRIORITY,
     STATS_RETENTION,
+    _compact_row,
+    _insert_statements,
     _stored,
     _to_job,
-    _to_row,
 )
 from .wake import WakeChannel, wake_dir_for
 
@@ -423,8 +422,10 @@ class SQLiteBackend:
     # -- producer ----------------------------------------------------------------
     def _insert(self, conn: sqlite3.Connection, job: Job, now: float) -> tuple[Job, bool]:
         """Store ``job`` unless its id is stored or its key is held; return (record, stored)."""
+        present, values = _compact_row(job)
+        insert, insert_new = _insert_statements(present)
         if job.key is None:
-            if conn.execute(_INSERT_NEW, _to_row(job)).rowcount == 1:
+            if conn.execute(insert_new, values).rowcount == 1:
                 return _stored(job), True
             # a producer retrying an enqueue that did land
             return _to_job(conn.execute(_BY_ID, (job.id,)).fetchone()), False
@@ -436,17 +437,29 @@ class SQLiteBackend:
             row = conn.execute(_SUCCEEDED_KEY, (job.key, now)).fetchone()
         if row is not None:
             return _to_job(row), False
-        conn.execute(_INSERT, _to_row(job))
+        conn.execute(insert, values)
         return _stored(job), True
 
     def _insert_unkeyed(self, conn: sqlite3.Connection, jobs: Sequence[Job]) -> list[Job]:
-        """Store jobs without a key in one ``executemany``; return their records.
+        """Store jobs without a key, one ``executemany`` per run of jobs with the same
+        NULL columns (usually one for the whole batch); return their records.
 
         When every row went in (the usual case), the records are the jobs
         themselves. When some id was already stored (a retried batch), the rows
         that were not are stored all the same, and every record is read back.
         """
-        inserted = conn.executemany(_INSERT_NEW, map(_to_row, jobs)).rowcount
+        inserted = 0
+        run: list[tuple[Any, ...]] = []
+        run_present: tuple[bool, ...] = ()
+        for job in jobs:
+            present, values = _compact_row(job)
+            if present != run_present:
+                if run:
+                    inserted += conn.executemany(_insert_statements(run_present)[1], run).rowcount
+                run, run_present = [], present
+            run.append(values)
+        if run:
+            inserted += conn.executemany(_insert_statements(run_present)[1], run).rowcount
         if inserted == len(jobs):
             return [_stored(job) for job in jobs]
         return [_to_job(conn.execute(_BY_ID, (job.id,)).fetchone()) for job in jobs]

@@ -40,6 +40,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(3, "jobs.headers; stats table", _packaged("0003_headers_stats.sql")),
     Migration(4, "drop jobs_due (jobs_claim serves next_due)", _packaged("0004_drop_jobs_due.sql")),
+    Migration(
+        5,
+        "rebuild jobs: CHECKs without IN lists",
+        _packaged("0005_jobs_checks_without_lists.sql"),
+    ),
 )
 
 #: The schema version this code reads and writes.

@@ -36,7 +36,7 @@ from spoolhouse.backends.redis import backend as backend_module
 from spoolhouse.backends.redis.backend import mask_url
 from spoolhouse.backends.redis.codec import decode_job, encode_job, encode_job_resp, order_key
 from spoolhouse.backends.redis.keys import WAKE_MAX, Keyspace
-from spoolhouse.backends.redis.scripts import NAMES, shake, source
+from spoolhouse.backends.redis.scripts import NAMES, inline_builders, shake, source
 from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from spoolhouse.job import Job, JobState, new_job_id
 
@@ -312,6 +312,18 @@ def test_shake_keeps_what_a_script_uses_in_order() -> None:
     )
     assert shake(library, "return 0") == "-- header\n"
     assert shake("-- nothing defined\n", "return 0") == "-- nothing defined\n"
+
+
+def test_key_builders_are_written_out() -> None:
+    assert inline_builders("x = k_job(ARGV[i]) .. k_state('a(b') .. k_ready(k_queue(f[1]))") == (
+        "x = (ROOT .. 'job:' .. (ARGV[i])) .. (ROOT .. 'state:' .. ('a(b')) .. "
+        "(ROOT .. 'ready:' .. ((ROOT .. 'queue:' .. (f[1]))))"
+    )
+    assert inline_builders("my_k_job(x) t.k_job(x)") == "my_k_job(x) t.k_job(x)"
+    with pytest.raises(ValueError):
+        inline_builders("k_job(a,\n b)")
+    for name in NAMES:
+        assert "k_job(" not in source(name) and "local function k_" not in source(name)
 
 
 def test_every_script_gets_the_library_functions_it_calls() -> None:

@@ -7,6 +7,8 @@ Redis 7 and later a shebang line first gives the flags (see :data:`ALLOW_OOM`).
 Only the definitions of the prelude and the library that the script uses (directly
 or through another definition) are sent: Redis runs the whole text on every call,
 and each ``local function`` left in costs a closure per call (see :func:`shake`).
+For the same reason the key builders (``k_job(id)`` ...) are written out as the
+concatenation they stand for (:func:`inline_builders`).
 redis-py's ``register_script`` runs them with EVALSHA and loads them on a
 ``NOSCRIPT`` reply (after a Redis restart, for example).
 """
@@ -19,7 +21,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .keys import lua_prelude
+from .keys import BUILDERS, lua_prelude
 
 NAMES = (
     "enqueue",
@@ -102,6 +104,36 @@ def shake(library: str, script: str) -> str:
     return head + "".join(text for (_, text), kept in zip(pieces, keep, strict=True) if kept)
 
 
+_BUILDER_CALL = re.compile(r"(?<![A-Za-z0-9_.:])(" + "|".join(BUILDERS) + r")\(")
+
+
+def inline_builders(code: str) -> str:
+    """``code`` with every call of a key builder written out: ``k_job(id)`` becomes
+    ``(ROOT .. 'job:' .. (id))``. The argument is on one line; it may hold
+    parentheses and quoted strings without backslashes."""
+    out: list[str] = []
+    pos = 0
+    while (match := _BUILDER_CALL.search(code, pos)) is not None:
+        depth, end = 1, match.end()
+        while depth:
+            char = code[end]
+            if char in "'\"":
+                close = code.index(char, end + 1)
+                if "\\" in code[end:close] or "\n" in code[end:close]:
+                    raise ValueError(f"cannot inline {code[match.start() : close + 1]!r}")
+                end = close
+            elif char == "\n":
+                raise ValueError(f"cannot inline {code[match.start() : end]!r}")
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            end += 1
+        argument = inline_builders(code[match.end() : end - 1])
+        suffix = BUILDERS[match.group(1)]
+        out += [code[pos : match.start()], f"(ROOT .. '{suffix}' .. ({argument}))"]
+        pos = end
+    out.append(code[pos:])
+    return "".join(out)
+
+
 @cache
 def source(name: str, flags: bool = False) -> str:
     """The full text sent to Redis for the script ``name``.
@@ -109,8 +141,9 @@ def source(name: str, flags: bool = False) -> str:
     With ``flags`` (Redis 7 and later), a shebang line declares the script's flags.
     """
     shebang = "#!lua flags=allow-oom\n" if flags and name in ALLOW_OOM else ""
-    script = f"-- {name}.lua\n" + _read(f"{name}.lua")
-    return shebang + shake(lua_prelude() + _read("_lib.lua"), script) + script
+    script = inline_builders(f"-- {name}.lua\n" + _read(f"{name}.lua"))
+    library = inline_builders(lua_prelude(builders=False) + _read("_lib.lua"))
+    return shebang + shake(library, script) + script
 
 
 @dataclass(frozen=True, slots=True)

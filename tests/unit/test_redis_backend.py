@@ -664,6 +664,28 @@ def test_an_enqueue_run_after_its_deadline_stores_nothing(rb: RedisBackend) -> N
     assert rb.get(job.id) is not None
 
 
+def test_the_deadline_is_compared_as_decimal_text(
+    rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert backend_module._micros(1.5) == "1500000" and backend_module._micros(-3.0) == "0"
+    server = rb._current().main.time()
+    now_us = server[0] * 1_000_000 + server[1]
+    for deadline, stored in [
+        ("0", False),
+        (str(now_us - 1_000_000), False),  # one second ago, same length
+        (str(now_us + 60_000_000), True),  # a minute ahead, same length
+        ("9" * 17, True),  # longer: later
+    ]:
+        monkeypatch.setattr(backend_module, "_micros", lambda _seconds, d=deadline: d)
+        job = make_job()
+        if stored:
+            assert rb.enqueue(job, now=NOW) == job
+        else:
+            with pytest.raises(EnqueueTimeout, match="nothing was stored"):
+                rb.enqueue(job, now=NOW)
+        assert (rb.get(job.id) is not None) is stored
+
+
 # -- scripts' edge paths --------------------------------------------------------------------
 
 

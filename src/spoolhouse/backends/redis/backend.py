@@ -164,6 +164,11 @@ def _bulk(values: Sequence[bytes | str | int]) -> bytes:
     return b"".join(out)
 
 
+def _micros(seconds: float) -> str:
+    """``seconds`` in whole microseconds (rounded down, at least 0), as decimal text."""
+    return str(max(math.floor(seconds * 1_000_000), 0))
+
+
 def _positive(name: str, value: float) -> float:
     number = float(value)
     if not number > 0 or math.isinf(number):
@@ -479,12 +484,12 @@ class RedisBackend:
             # The script refuses to run once the server's clock passes the moment this
             # client stops waiting: a timed-out enqueue never lands later (a stalled
             # server that resumes would otherwise store a job the caller saw fail).
-            deadline = time.time() + offset + bound
+            deadline = _micros(time.time() + offset + bound)
             reply = self._evalsha(
                 clients.producer,
                 clients.idle_producer,
                 self._scripts(clients).enqueue,
-                b"".join([_bulk([float_text(now), float_text(deadline)]), *body]),
+                b"".join([_bulk([float_text(now), deadline]), *body]),
                 2 + count,
             )
         if reply == b"late":

@@ -140,8 +140,9 @@ end
 
 -- `wake` collects, per queue, how many pending jobs were indexed (see wake_up). `f`,
 -- when given, holds the INDEXED fields of the job as stored (in INDEXED order, nil
--- for an absent field), saving their read.
-local function index(id, now, wake, f)
+-- for an absent field), saving their read; `now_s`, when given, is `now` as the
+-- client wrote it: a run_at written the same is due without reading the number.
+local function index(id, now, wake, f, now_s)
   f = f or redis.call('HMGET', k_job(id), unpack(INDEXED))
   local state, queue, key = f[1], f[2], f[3]
   redis.call('ZADD', K_IDS, '0', id)
@@ -155,7 +156,7 @@ local function index(id, now, wake, f)
   end
   if state == 'pending' then
     redis.call('ZADD', k_pending(queue), f[4], id)
-    if tonumber(f[4]) <= now then
+    if f[4] == now_s or tonumber(f[4]) <= now then
       redis.call('ZADD', k_ready(queue), ready_score(f[5]), f[6])
     else
       redis.call('ZADD', k_sched(queue), f[4], id)
@@ -312,7 +313,8 @@ end
 -- Store one job given as field/value pairs in ARGV[first..last] (with _rk), unless
 -- its id is already stored or its unique key is held. Returns 0 when stored as
 -- given, else the HGETALL of the stored job returned instead (nothing changed).
-local function put_job(id, first, last, now, wake)
+-- `now_s` is `now` as the client sent it (see index).
+local function put_job(id, first, last, now, wake, now_s)
   local jk = k_job(id)
   if redis.call('EXISTS', jk) == 1 then
     return redis.call('HGETALL', jk)
@@ -332,7 +334,7 @@ local function put_job(id, first, last, now, wake)
     end
   end
   redis.call('HSET', jk, unpack(ARGV, first, last))
-  index(id, now, wake, f)
+  index(id, now, wake, f, now_s)
   if key then
     redis.call('ZADD', k_bykey(key), '0', id)
   end

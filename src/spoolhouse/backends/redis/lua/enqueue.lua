@@ -2,8 +2,9 @@
 --
 -- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
 --       (the fixed keys, see keys.py)
--- ARGV: [1] root  [2] now  [3] deadline: server time (TIME, in seconds) after which
---       the client has stopped waiting for the reply  [4] number of jobs n
+-- ARGV: [1] root  [2] now  [3] deadline: server time (TIME) after which the client
+--       has stopped waiting for the reply, in whole microseconds (decimal, no leading
+--       zero)  [4] number of jobs n
 --       then n times: id, m, and m values forming field/value pairs of the job hash
 --       (absent field = None; includes _rk)
 -- Returns: 'late' when the server's clock is past the deadline (nothing stored: the
@@ -18,8 +19,12 @@
 --          none; a timed-out enqueue that Redis gets to run late stores nothing; idle
 --          workers of each touched queue are woken.
 
+-- compared as decimal text (no number parsing): the longer is larger, else the order
+-- of the digits
 local clock = redis.call('TIME')
-if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[3]) then
+local server = clock[1] .. string.rep('0', 6 - #clock[2]) .. clock[2]
+local deadline = ARGV[3]
+if #server > #deadline or (#server == #deadline and server > deadline) then
   return 'late'
 end
 local now = tonumber(ARGV[2])
@@ -29,7 +34,7 @@ local wake = {}
 local i = 5
 for j = 1, n do
   local last = i + 1 + tonumber(ARGV[i + 1])
-  out[j] = put_job(ARGV[i], i + 2, last, now, wake)
+  out[j] = put_job(ARGV[i], i + 2, last, now, wake, ARGV[2])
   i = last + 1
 end
 wake_up(wake)

@@ -24,6 +24,6 @@ if last then
 end
 redis.call('HSET', K_TICKS, ARGV[3], ARGV[4])
 local wake = {}
-local stored = put_job(ARGV[5], 7, 6 + tonumber(ARGV[6]), now, wake)
+local stored = put_job(ARGV[5], 7, 6 + tonumber(ARGV[6]), now, wake, ARGV[2])
 wake_up(wake)
 return stored

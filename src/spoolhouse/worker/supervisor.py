@@ -351,10 +351,15 @@ class Supervisor:
             )
             for r in child.running.values():
                 try:
-                    if r.started is None or r.ran:
+                    if r.started is None or r.ran or self.stopping:
                         # claimed ahead but never started, or finished with its ack still
-                        # buffered: not the job's fault; it runs again (at most once more)
-                        backend.release(r.job_id, r.token, now=now)
+                        # buffered: not the job's fault; it runs again (at most once more).
+                        # A stopping child leaves the jobs it still ran past its shutdown
+                        # timeout to us: given back now that it is gone, they cannot
+                        # still be finishing there while they run elsewhere.
+                        if backend.release(r.job_id, r.token, now=now) and self.stopping:
+                            log.info("job %s (%s): lease released at shutdown", r.job_id,
+                                     r.task)
                         continue
                     rescued = backend.rescue(
                         r.job_id, r.token, now=now, max_lost=self.spooler.max_lost,
@@ -609,6 +614,7 @@ def child_main(config: WorkerConfig, conn: Connection, slots: Slots) -> None:
         on_start=lambda job, previous: board.start(job),
         on_ran=lambda job: board.idle(),
         on_done=on_done,
+        release_at_exit=False,  # we exit with them; the supervisor gives them back
     )
 
     def on_term(signum: int, frame: Any) -> None:

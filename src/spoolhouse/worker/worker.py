@@ -5,11 +5,15 @@
 
 Inside ``run()``:
 
-* the calling thread claims: when fewer jobs are waiting locally than there
-  are threads, it claims a batch whose size adapts (doubling while claims come
-  back full, shrinking when the queue runs short), so a deep queue costs one
-  transaction per batch and a short one keeps its latency and fairness;
-* ``threads`` executor threads take claimed jobs and run them;
+* one thread at a time claims (it holds the *claim turn*): a batch whose
+  size adapts (doubling while claims come back full, shrinking when the queue
+  runs short), so a deep queue costs one transaction per batch and a short one
+  keeps its latency and fairness;
+* ``threads`` executor threads run claimed jobs. An executor with nothing to
+  run takes the claim turn itself, waits for a wake-up from the store, claims,
+  and runs the first job it claimed: on an idle worker a new job goes from
+  the store to its task on one thread, with no hand-off. The calling thread
+  takes the turn only while every executor is busy, to claim ahead of them;
 * a flusher thread records successes in batches (``complete_many``) within
   :data:`ACK_DELAY` seconds, at once when nothing else is waiting; other
   outcomes are recorded right away. An ack delayed by batching is never lost:
@@ -101,6 +105,11 @@ class Worker:
         as lost) from one that had finished or not started (given back).
     :param on_outcome: called with ``(job, kind, duration)`` for each recorded
         outcome (kind: succeeded, retry, failed or cancelled).
+    :param release_at_exit: when :meth:`run` returns with jobs still running
+        (past the shutdown timeout, or a cold stop), give their leases back.
+        A supervised child passes ``False``: its process exits with them, and
+        the supervisor gives them back once it has seen the process gone, so a
+        released job can never still be finishing here while it runs elsewhere.
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class Worker:
         on_done: Callable[[list[Done]], None] | None = None,
         on_outcome: Callable[[Job, str, float], None] | None = None,
         rng: random.Random | None = None,
+        release_at_exit: bool = True,
     ) -> None:
         if threads < 1:
             raise ValueError("threads must be >= 1")
@@ -133,6 +143,7 @@ class Worker:
         self.on_done = on_done
         self.on_outcome = on_outcome
         self.rng = rng or random.Random()
+        self.release_at_exit = release_at_exit
         self.limits = task_limits(spooler)
         self.processed = 0  # outcomes recorded (or lost), for max_tasks
         self.claimed = 0
@@ -150,6 +161,12 @@ class Worker:
         self._done_running = threading.Event()
         self._hb_stop = threading.Event()
         self._batch = threads
+        self._claiming = False  # a thread holds the claim turn (is inside _step)
+        self._idle = 0  # executors waiting for a job
+        self._exhausted = False  # _step said the loop is over (burst drained, max_tasks)
+        self._outage = 0.0  # current backoff while the store does not answer
+        self._burst = False
+        self._failure: BaseException | None = None  # an executor's claim raised: run() re-raises
         self._draining = False
         self._blocked = 0.0  # current pause while due jobs are held back by limits
         self._avg: float | None = None  # moving average of job durations (s); None: unknown
@@ -306,22 +323,46 @@ class Worker:
             threading.Thread(target=self._executor_loop, name=f"spoolhouse-job-{i}", daemon=True)
             for i in range(self.threads)
         ]
+        self._burst = burst
         for thread in helpers + executors:
             thread.start()
-        outage = 0.0
         try:
-            while not self._stop.is_set():
-                try:
-                    if not self._step(burst):
+            while True:
+                with self._changed:
+                    # claim ahead only while every executor is busy; idle ones claim for themselves
+                    while not self._over() and (self._claiming or self._idle):
+                        self._changed.wait(IDLE_CHECK)
+                    if self._over():
                         break
-                    outage = 0.0
-                except BackendUnavailable as exc:
-                    # the store is down or busy: keep running jobs, try again with backoff
-                    outage = min(max(outage * 2, 0.1), MAX_OUTAGE_BACKOFF)
-                    log.warning("store unavailable (%s); retrying in %.1fs", exc, outage)
-                    self._stop.wait(outage)
+                    self._claiming = True
+                try:
+                    self._claim_turn()
+                finally:
+                    with self._changed:
+                        self._claiming = False
+                        self._changed.notify_all()
         finally:
             self._finish(shutdown_timeout, executors)
+        if self._failure is not None:
+            raise self._failure
+
+    def _over(self) -> bool:
+        """No more claims: stopping, or the loop ran out (lock held)."""
+        return self._stop.is_set() or self._exhausted
+
+    def _claim_turn(self) -> None:
+        """One :meth:`_step` by the thread holding the claim turn, with outage backoff."""
+        try:
+            if not self._step(self._burst):
+                with self._changed:
+                    self._exhausted = True
+                    self._changed.notify_all()
+            self._outage = 0.0
+        except BackendUnavailable as exc:
+            # the store is down or busy: keep running jobs, try again with backoff
+            self._outage = min(max(self._outage * 2, 0.1), MAX_OUTAGE_BACKOFF)
+            log.warning("store unavailable (%s); retrying in %.1fs", exc, self._outage)
+            self._stop.wait(self._outage)
 
     def _step(self, burst: bool) -> bool:
         """One pass of the claim loop: claim a batch, or wait. ``False`` ends the loop."""
@@ -417,11 +458,31 @@ class Worker:
                     idle_after = None
             if idle_after is not None:
                 self.on_ran(idle_after)  # type: ignore[misc]
+            claim = False
             with self._changed:
+                self._idle += 1
                 while not self._ready and not self._done_running.is_set():
+                    if not self._claiming and not self._over():
+                        self._claiming = claim = True  # nothing to run: claim for myself
+                        break
                     self._changed.wait()
+                self._idle -= 1
+            if claim:
+                try:
+                    self._claim_turn()
+                except BaseException as exc:  # as if the claim loop itself had raised
+                    log.exception("claiming failed; the worker stops")
+                    self._failure = exc
+                    self.stop()
+                finally:
+                    with self._changed:
+                        self._claiming = False
+                        self._changed.notify_all()
+            with self._changed:
                 if self._done_running.is_set():
                     return
+                if not self._ready:
+                    continue  # the claim found nothing (or another thread took it): again
                 job = self._ready.popleft()
                 self._running += 1
                 self._started[job.id] = self.spooler.clock.monotonic()
@@ -514,6 +575,11 @@ class Worker:
 
     def _finish(self, shutdown_timeout: float, executors: list[threading.Thread]) -> None:
         clock = self.spooler.clock
+        # an executor may be claiming: let it finish, so nothing is added after this
+        with self._changed:
+            while self._claiming:
+                self._changed.wait(IDLE_CHECK)
+            self._claiming = True  # for good: no thread claims again
         now = clock.now()
         # jobs claimed but not started go back at once
         with self._changed:
@@ -532,8 +598,10 @@ class Worker:
         with self._ack_ready:
             self._ack_ready.notify_all()
         self.flush()
-        # what still runs now gets its lease released
-        self.release_inflight()
+        # what still runs now gets its lease released (here, or by the supervisor
+        # once this process is gone)
+        if self.release_at_exit:
+            self.release_inflight()
         self._hb_stop.set()
 
     def _give_back(self, jobs: list[Job], now: float) -> int:

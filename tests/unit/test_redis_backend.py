@@ -664,6 +664,14 @@ def test_an_enqueue_run_after_its_deadline_stores_nothing(rb: RedisBackend) -> N
     assert rb.get(job.id) is not None
 
 
+def test_script_arguments_are_written_as_redis_py_writes_them() -> None:
+    bulk = backend_module._bulk
+    assert bulk(["é", 7, -2, 2.5, b"\x00\xff", memoryview(b"m")]) == (
+        b"$2\r\n\xc3\xa9\r\n$1\r\n7\r\n$2\r\n-2\r\n$3\r\n2.5\r\n$2\r\n\x00\xff\r\n$1\r\nm\r\n"
+    )
+    assert bulk([]) == b""
+
+
 def test_the_deadline_is_compared_as_decimal_text(
     rb: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -149,17 +149,21 @@ def _minute(now: float) -> str:
     return str(int(now // 60)) if math.isfinite(now) else ""
 
 
-def _bulk(values: Sequence[bytes | str | int]) -> bytes:
-    """``values`` as RESP bulk strings, one after the other (no array header)."""
+def _bulk(values: Sequence[bytes | str | int | float]) -> bytes:
+    """``values`` as RESP bulk strings, one after the other (no array header).
+
+    Integers in decimal, floats with ``repr`` (as redis-py writes them), text as UTF-8.
+    """
     out: list[bytes] = []
     for value in values:
-        raw = (
-            value.encode()
-            if isinstance(value, str)
-            else b"%d" % value
-            if isinstance(value, int)
-            else value
-        )
+        if isinstance(value, str):
+            raw = value.encode()
+        elif isinstance(value, int):
+            raw = b"%d" % value
+        elif isinstance(value, float):
+            raw = repr(value).encode()
+        else:
+            raw = bytes(value)
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
 

@@ -1027,3 +1027,11 @@ def test_row_mapping_covers_every_column_in_order() -> None:
     # bound as the exact types sqlite3 binds without an adapter lookup
     assert type(row[queries.COLUMNS.index("state")]) is str
     assert type(row[queries.COLUMNS.index("abort_requested")]) is int
+
+
+def test_no_jobs_column_has_a_default(backend: SQLiteBackend) -> None:
+    """INSERTs leave out a job's None columns, which is storing NULL only while no
+    column has a DEFAULT; a migration adding one must make those INSERTs bind it."""
+    info = backend._connection().execute("PRAGMA table_info(jobs)").fetchall()
+    assert [r[1] for r in info] == list(queries.COLUMNS)  # same columns, same order
+    assert [r[1] for r in info if r[4] is not None] == []

@@ -268,7 +268,10 @@ class SQLiteBackend:
             # auto_vacuum only takes effect while the file is empty, and must be
             # set before journal_mode=WAL writes the first page.
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # Switching a new file to WAL takes an exclusive lock without calling
+            # the busy handler, so a thread or process opening the file at the
+            # same moment gets SQLITE_BUSY at once: retry it like BEGIN IMMEDIATE.
+            mode = self._until_not_busy(conn, "PRAGMA journal_mode = WAL")[0]
             if str(mode).lower() != "wal":
                 raise BackendUnavailable(
                     f"SQLite could not switch {self.path} to WAL mode (it stays in {mode!r}); "
@@ -347,11 +350,14 @@ class SQLiteBackend:
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, retried with short random sleeps until ``busy_timeout``."""
+        self._until_not_busy(conn, "BEGIN IMMEDIATE")
+
+    def _until_not_busy(self, conn: sqlite3.Connection, sql: str) -> Any:
+        """Run ``sql`` and return its first row, retrying ``SQLITE_BUSY`` until ``busy_timeout``."""
         deadline = time.monotonic() + self.options.busy_timeout
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
+                return conn.execute(sql).fetchone()
             except sqlite3.OperationalError as exc:
                 if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
                     raise

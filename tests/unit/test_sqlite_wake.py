@@ -192,6 +192,46 @@ def test_sockets_of_dead_processes_are_removed(wake_root: str) -> None:
     assert not os.path.exists(dead)
 
 
+def test_a_waiter_that_dies_after_being_notified_is_removed(wake_root: str) -> None:
+    """The sender keeps a socket connected to each waiter; when that waiter's socket
+    goes away (SIGKILL leaves the file behind), the next notify drops and unlinks it."""
+    sender = WakeChannel(os.path.join(wake_root, "db"))
+    waiter = WakeChannel(sender.directory)
+    assert waiter.listen()
+    listener = waiter._local.listener
+    assert listener is not None
+    assert sender.notify("q") == 1
+    assert listener.drain() == [b"q"]
+    assert list(sender._peers) == [listener.path]
+    listener.sock.close()  # dies without unlinking its file
+    assert os.path.exists(listener.path)
+    assert sender.notify("q") == 0
+    assert not os.path.exists(listener.path)
+    assert sender._peers == {}
+
+
+def test_a_waiter_that_leaves_is_forgotten(wake_root: str) -> None:
+    sender = WakeChannel(os.path.join(wake_root, "db"))
+    stays, leaves = WakeChannel(sender.directory), WakeChannel(sender.directory)
+    results: list[int] = []
+
+    def second_waiter() -> None:  # listeners are per thread
+        leaves.listen()
+        results.append(sender.notify("q"))
+        leaves.close()  # unlinks its file and closes its socket
+        results.append(sender.notify("q"))
+
+    stays.listen()
+    thread = threading.Thread(target=second_waiter)
+    thread.start()
+    thread.join(timeout=30)
+    assert results == [2, 1]
+    assert len(sender._peers) == 1  # no descriptor kept for the waiter that left
+    stays.close()
+    assert sender.notify("q") == 0
+    assert sender._peers == {}
+
+
 def test_wake_directory_is_private_and_per_database(wake_root: str) -> None:
     a = wake_dir_for("/srv/a/spool.db", wake_root)
     b = wake_dir_for("/srv/b/spool.db", wake_root)

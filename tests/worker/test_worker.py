@@ -408,3 +408,63 @@ def test_acks_are_recorded_promptly_while_the_worker_stays_busy(tmp_path: object
     assert delays[0] >= 0
     assert delays[len(delays) // 2] < 0.02, delays[-5:]
     assert delays[-1] < 0.1, delays[-5:]
+
+
+def test_heartbeat_warns_of_a_lost_lease_but_not_of_an_ack_being_stored(
+    sp: Spooler, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat that races an ack batch finds those leases gone: no false lease_lost."""
+    from spoolhouse.context import RunningJob
+
+    @sp.task(name="t")
+    def t() -> None: ...
+
+    t.spool_many([(), ()])
+    worker = sp.worker()
+    acked, stolen = sp.backend.claim(["default"], worker_id=worker.worker_id, now=clock.now(),
+                                     lease=30, limit=2)
+    for job in (acked, stolen):
+        worker._held[job.id] = (job, RunningJob(job))
+    # the flusher is storing ``acked``'s success right now
+    worker._committing = {acked.id}
+    assert sp.backend.complete(acked.id, acked.lease or "", now=clock.now(), result=None,
+                               expires_at=None)
+    # ``stolen`` really was taken away: rescued after its lease ran out
+    clock.advance(31)
+    assert [j.id for j in sp.backend.rescue_expired(now=clock.now(), max_lost=3, error="{}",
+                                                    expires_at=None)] == [stolen.id]
+    with caplog.at_level("WARNING", logger="spoolhouse.worker"):
+        worker.heartbeat()
+    lost = [r.getMessage() for r in caplog.records if "lease_lost" in r.getMessage()]
+    assert lost == [f"job {stolen.id}: lease_lost (rescued elsewhere)"]
+
+
+def test_a_stop_signal_while_the_worker_lock_is_held_does_not_hang(tmp_path: object) -> None:
+    """The child's SIGTERM handler must not take the lock the interrupted thread holds."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        from spoolhouse import Spooler
+        from spoolhouse.worker.supervisor import _stop_on_signals
+
+        worker = Spooler("memory://").worker()
+        _stop_on_signals(worker)
+        with worker._changed:  # the main thread holds the lock, as in _step
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # bytecodes: the handler runs here
+                pass
+        deadline = time.monotonic() + 10
+        while not worker.stopping:
+            assert time.monotonic() < deadline, "stop never arrived"
+            time.sleep(0.01)
+        print("stopped")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "stopped"

@@ -535,6 +535,33 @@ class Supervisor:
 
 
 # -- the child process -----------------------------------------------------------
+def _stop_on_signals(worker: Any) -> None:
+    """SIGTERM asks ``worker`` for a warm stop, SIGUSR1 for a cold one.
+
+    The handler only writes the signal's number to a pipe; a thread reads it
+    and calls :meth:`Worker.stop`. A handler runs on the main thread between
+    two bytecodes, maybe while that thread holds the worker's lock, so one
+    that took the lock itself would wait forever.
+    """
+    read_end, write_end = os.pipe()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.write(write_end, bytes([signum]))
+
+    def relay() -> None:
+        while True:
+            data = os.read(read_end, 16)
+            if not data:
+                return
+            for signum in data:
+                worker.stop(hard=signum == signal.SIGUSR1)
+
+    threading.Thread(target=relay, name="spoolhouse-signals", daemon=True).start()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
+
+
 class _ThreadSlots:
     """The child's side of :class:`Slots`: each executor thread owns one slot."""
 
@@ -617,11 +644,7 @@ def child_main(config: WorkerConfig, conn: Connection, slots: Slots) -> None:
         release_at_exit=False,  # we exit with them; the supervisor gives them back
     )
 
-    def on_term(signum: int, frame: Any) -> None:
-        worker.stop(hard=signum == signal.SIGUSR1)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGUSR1, on_term)
+    _stop_on_signals(worker)
     try:
         worker.run(burst=config.burst, shutdown_timeout=config.shutdown_timeout)
     finally:

@@ -171,6 +171,7 @@ class Worker:
         self._blocked = 0.0  # current pause while due jobs are held back by limits
         self._avg: float | None = None  # moving average of job durations (s); None: unknown
         self._started: dict[str, float] = {}  # running job id -> monotonic start
+        self._committing: set[str] = set()  # ids in the ack batch being stored now
 
     # -- single steps --------------------------------------------------------------
     def run_once(self, now: float | None = None) -> Job | None:
@@ -552,6 +553,16 @@ class Worker:
             self._ack_ready.notify_all()  # executors waiting on a full buffer may go on
         if not batch:
             return
+        with self._lock:
+            # a heartbeat racing this commit finds these leases gone: that is no loss
+            self._committing = {job.id for job, _, _ in batch}
+        try:
+            self._store_acks(batch)
+        finally:
+            with self._lock:
+                self._committing = set()
+
+    def _store_acks(self, batch: list[tuple[Job, Complete, float]]) -> None:
         items = [(job.id, job.lease or "", c.result, c.expires_at) for job, c, _ in batch]
         delay = 0.05
         while True:
@@ -647,7 +658,11 @@ class Worker:
             if state is LeaseState.ABORT:
                 held[jid][1].request_abort()
             elif state is LeaseState.LOST:
-                log.warning("job %s: lease_lost (rescued elsewhere)", jid)
+                with self._lock:
+                    # its outcome was stored meanwhile (an ack batch, a retry): not lost
+                    stored = jid not in self._held or jid in self._committing
+                if not stored:
+                    log.warning("job %s: lease_lost (rescued elsewhere)", jid)
 
 
 def _kind(outcome: Outcome) -> str:

@@ -85,7 +85,8 @@ def test_url_query_parameters_override_keywords() -> None:
         ("sqlite://host/spool.db", "three slashes"),
         ("sqlite://", "names no file"),
         ("sqlite:///:memory:", "memory://"),
-        ("sqlite:////x.db?journal=off", "synchronous= and busy_timeout="),
+        ("sqlite:////x.db?journal=off", "worker_synchronous= and busy_timeout="),
+        ("sqlite:////x.db?worker_synchronous=lazy", "power cut"),
         ("sqlite:////x.db?synchronous=sometimes", "FULL"),
         ("sqlite:////x.db?busy_timeout=soon", "seconds"),
         ("sqlite:////x.db?busy_timeout=-1", "seconds"),
@@ -145,6 +146,37 @@ def test_synchronous_normal_is_an_opt_out(db_path: Path) -> None:
         assert pragma(b, "busy_timeout") == 20 and b.options.busy_timeout == 0.5
     finally:
         b.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", ("FULL", "NORMAL")),
+        ("?synchronous=EXTRA", ("EXTRA", "NORMAL")),
+        ("?synchronous=OFF", ("OFF", "OFF")),  # never more durable than enqueues
+        ("?worker_synchronous=full", ("FULL", "FULL")),
+        ("?synchronous=NORMAL&worker_synchronous=OFF", ("NORMAL", "OFF")),
+    ],
+)
+def test_worker_synchronous_defaults_to_normal_at_most(query: str, expected: tuple[str, str]) -> None:
+    opts = parse_url(f"sqlite:////x/spool.db{query}", synchronous="FULL", busy_timeout=5.0)
+    assert (opts.synchronous, opts.worker_synchronous) == expected
+
+
+def test_enqueues_commit_at_full_and_worker_transitions_at_normal(backend: SQLiteBackend) -> None:
+    """Each write sets the connection's synchronous level for what it is (same thread)."""
+    job = make_job()
+    backend.enqueue(job, now=NOW)
+    assert pragma(backend, "synchronous") == 2  # FULL: the caller was told it is stored
+    (claimed,) = backend.claim(["default"], worker_id="w", now=NOW, lease=30)
+    assert pragma(backend, "synchronous") == 1  # NORMAL: a lost claim only runs it again
+    assert backend.complete_many([(claimed.id, claimed.lease or "", None, None)], now=NOW) == [True]
+    assert pragma(backend, "synchronous") == 1
+    other = make_job(id=new_job_id(NOW))
+    backend.enqueue(other, now=NOW)
+    assert pragma(backend, "synchronous") == 2
+    assert backend.cancel(other.id, now=NOW) is not None
+    assert pragma(backend, "synchronous") == 2  # an operator's action: FULL
 
 
 def test_extra_pragmas(db_path: Path) -> None:

@@ -65,6 +65,14 @@ _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 # down) cannot grow the WAL without bound, a producer thread still runs a
 # PASSIVE checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits.
 _PRODUCER_OPS: Final = frozenset({"enqueue", "enqueue_many"})
+# Writes whose caller is told "done" and must find it done after a power cut:
+# they commit at ``synchronous``. Every other write is a worker's transition of a
+# job it holds (claim, heartbeat, progress, ack, retry, fail, release, rescue,
+# prune); those commit at ``worker_synchronous``. Losing one to a power cut only
+# rolls a job back to an earlier state it is recovered from (a claim or an ack
+# lost means the job runs again: at-least-once). WAL keeps commits in order, so a
+# later FULL commit makes every earlier NORMAL one durable too.
+_DURABLE_OPS: Final = _PRODUCER_OPS | {"schedule_tick", "cancel", "requeue", "delete", "purge"}
 _PRODUCER_CHECKPOINT_EVERY: Final = 1000
 _AUTOCHECKPOINT_PAGES: Final = 1000  # SQLite's default
 
@@ -90,11 +98,14 @@ class SQLiteOptions:
     """What a ``sqlite://`` URL and the constructor's keywords resolve to."""
 
     path: str  # absolute path of the database file
-    synchronous: str  # OFF, NORMAL, FULL or EXTRA
+    synchronous: str  # OFF, NORMAL, FULL or EXTRA: enqueues and operators' actions
     busy_timeout: float  # seconds a writer waits for the write lock
+    worker_synchronous: str = "NORMAL"  # workers' transitions (claim, acks, retries, ...)
 
 
-def parse_url(url: str, *, synchronous: str, busy_timeout: float) -> SQLiteOptions:
+def parse_url(
+    url: str, *, synchronous: str, busy_timeout: float, worker_synchronous: str | None = None
+) -> SQLiteOptions:
     """Resolve ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (query params win)."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "sqlite":
@@ -111,11 +122,11 @@ def parse_url(url: str, *, synchronous: str, busy_timeout: float) -> SQLiteOptio
             "memory:// for a backend that lives in this process only"
         )
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = set(params) - {"synchronous", "busy_timeout"}
+    unknown = set(params) - {"synchronous", "busy_timeout", "worker_synchronous"}
     if unknown:
         raise ConfigurationError(
             f"unknown option(s) {', '.join(sorted(unknown))} in {url!r}; the SQLite URL takes "
-            "synchronous= and busy_timeout="
+            "synchronous=, worker_synchronous= and busy_timeout="
         )
     sync = params.get("synchronous", synchronous).upper()
     if sync not in _SYNCHRONOUS:
@@ -132,7 +143,22 @@ def parse_url(url: str, *, synchronous: str, busy_timeout: float) -> SQLiteOptio
         raise ConfigurationError(
             f"busy_timeout={timeout_text or busy_timeout!r} must be a number of seconds >= 0"
         )
-    return SQLiteOptions(path=os.path.abspath(raw), synchronous=sync, busy_timeout=timeout)
+    worker_text = params.get("worker_synchronous", worker_synchronous)
+    if worker_text is None:
+        # workers' transitions are never more durable than enqueues, and NORMAL by default
+        worker_sync = min(sync, "NORMAL", key=_SYNCHRONOUS.index)
+    else:
+        worker_sync = worker_text.upper()
+        if worker_sync not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"worker_synchronous={worker_sync!r} is not one of {', '.join(_SYNCHRONOUS)}; "
+                "NORMAL (the default) may re-run jobs that finished just before a power cut, "
+                "FULL makes every transition survive one"
+            )
+    return SQLiteOptions(
+        path=os.path.abspath(raw), synchronous=sync, busy_timeout=timeout,
+        worker_synchronous=worker_sync,
+    )
 
 
 def _is_storage_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
@@ -182,6 +208,7 @@ class _Local(threading.local):
     conn: sqlite3.Connection | None = None
     pid: int = 0
     autocheckpoint: bool = True  # the connection's wal_autocheckpoint is on
+    synchronous: str = ""  # the connection's PRAGMA synchronous now
     unchecked: int = 0  # producer commits since this thread last checkpointed
 
 
@@ -191,9 +218,15 @@ class SQLiteBackend:
     :param url: ``sqlite:///relative/path.db`` or ``sqlite:////abs/path.db``,
         optionally with ``?synchronous=NORMAL&busy_timeout=10``; query
         parameters take precedence over the keywords.
-    :param synchronous: ``FULL`` (default: a commit survives power loss),
+    :param synchronous: for enqueues and operators' actions (cancel, requeue,
+        delete, purge): ``FULL`` (default: a commit survives power loss),
         ``NORMAL`` (the last commits may be lost on power loss, never on a
         process crash), ``EXTRA`` or ``OFF``.
+    :param worker_synchronous: for workers' transitions of the jobs they hold
+        (claims, heartbeats, acks, retries, failures, releases, rescues).
+        Default ``NORMAL`` (or ``synchronous`` if that is lower): a power cut
+        may roll the last of them back, so a job that had just finished runs
+        again, as after a crash; it never loses a job. ``FULL`` fsyncs each.
     :param busy_timeout: seconds a write waits for another writer before
         raising :class:`EnqueueTimeout` (enqueue) or :class:`BackendUnavailable`.
     :param wake_dir: parent directory of the wake-up sockets (default
@@ -208,12 +241,14 @@ class SQLiteBackend:
         url: str,
         *,
         synchronous: str = "FULL",
+        worker_synchronous: str | None = None,
         busy_timeout: float = 5.0,
         wake_dir: str | None = None,
         pragmas: Mapping[str, int | str] | None = None,
     ) -> None:
         self.url = url
-        self.options = parse_url(url, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.options = parse_url(url, synchronous=synchronous, busy_timeout=busy_timeout,
+                                 worker_synchronous=worker_synchronous)
         self.path = self.options.path
         self._pragmas = dict(pragmas or {})
         self._autocheckpoint_pages = int(
@@ -245,6 +280,7 @@ class SQLiteBackend:
         local.conn = conn
         local.pid = pid
         local.autocheckpoint = True
+        local.synchronous = self.options.synchronous
         local.unchecked = 0
         return conn
 
@@ -325,6 +361,11 @@ class SQLiteBackend:
                 pages = 0 if producer else self._autocheckpoint_pages
                 conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
                 local.autocheckpoint = not producer
+            sync = (self.options.synchronous if op in _DURABLE_OPS
+                    else self.options.worker_synchronous)
+            if local.synchronous != sync:
+                conn.execute(f"PRAGMA synchronous = {sync}")
+                local.synchronous = sync
             self._begin(conn)
         except sqlite3.Error as exc:
             if not _is_storage_error(exc):

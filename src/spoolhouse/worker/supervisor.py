@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -53,6 +54,13 @@ SCHEDULE_INTERVAL = 0.5
 TIMEOUT_POLL = 0.05
 #: a slot's sequence number while its thread runs nothing
 IDLE = -1.0
+#: how often the parent reads its children's pipes. It does not sleep on them:
+#: a child's message then never wakes the parent (which, on a small machine,
+#: preempts the child for ~40 µs per message), and a child's death, which wakes
+#: it at once through the process sentinel, is handled after draining them.
+MESSAGE_POLL = 0.05
+#: pipe capacity asked for, so that a child never blocks between two reads
+PIPE_SIZE = 1 << 20
 
 
 class Slots:
@@ -176,6 +184,8 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         parent, child = self._ctx.Pipe(duplex=False)
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; a hint
+            fcntl.fcntl(parent.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         slots = Slots(self._ctx, self.config.threads)
         process = self._ctx.Process(
             target=child_main, args=(self.config, child, slots),
@@ -244,17 +254,14 @@ class Supervisor:
             log.info("received %s: %s stop", signal.Signals(signum).name, "cold" if cold else "warm")
             self.stop(cold=cold)
         now_mono = time.monotonic()
-        waitables: list[Any] = []
-        for child in self.children.values():
-            waitables.append(child.conn)
-            waitables.append(child.process.sentinel)
-        wake = min(timeout, self._time_to_next_event(now_mono))
-        ready = wait(waitables, timeout=max(wake, 0.0)) if waitables else []
-        if not waitables and wake > 0:
-            time.sleep(min(wake, 0.05))
+        sentinels = [child.process.sentinel for child in self.children.values()]
+        wake = min(timeout, self._time_to_next_event(now_mono), MESSAGE_POLL)
+        if sentinels:
+            wait(sentinels, timeout=max(wake, 0.0))
+        elif wake > 0:
+            time.sleep(wake)
         for child in list(self.children.values()):
-            if child.conn in ready:
-                self._read_messages(child)
+            self._read_messages(child)
             self._read_slots(child)
         for child in list(self.children.values()):
             if not child.process.is_alive():

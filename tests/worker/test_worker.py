@@ -465,3 +465,21 @@ def test_a_stop_signal_while_the_worker_lock_is_held_does_not_hang(tmp_path: obj
                          timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "stopped"
+
+
+def test_a_claim_that_raises_stops_the_run_loop_with_that_error(
+    sp: Spooler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever thread claims (an idle executor, usually), a broken claim ends run()."""
+
+    @sp.task(name="t")
+    def t() -> None: ...
+
+    t.spool()
+
+    def broken(*args: object, **kwargs: object) -> list[Job]:
+        raise RuntimeError("claim is broken")
+
+    monkeypatch.setattr(sp.backend, "claim", broken)
+    with pytest.raises(RuntimeError, match="claim is broken"):
+        sp.worker(threads=2).run(burst=True, shutdown_timeout=1)

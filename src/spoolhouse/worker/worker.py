@@ -336,12 +336,7 @@ class Worker:
                     if self._over():
                         break
                     self._claiming = True
-                try:
-                    self._claim_turn()
-                finally:
-                    with self._changed:
-                        self._claiming = False
-                        self._changed.notify_all()
+                self._claim_turn()
         finally:
             self._finish(shutdown_timeout, executors)
         if self._failure is not None:
@@ -352,7 +347,8 @@ class Worker:
         return self._stop.is_set() or self._exhausted
 
     def _claim_turn(self) -> None:
-        """One :meth:`_step` by the thread holding the claim turn, with outage backoff."""
+        """One :meth:`_step` by the thread holding the claim turn (with outage backoff),
+        then give the turn up."""
         try:
             if not self._step(self._burst):
                 with self._changed:
@@ -364,6 +360,10 @@ class Worker:
             self._outage = min(max(self._outage * 2, 0.1), MAX_OUTAGE_BACKOFF)
             log.warning("store unavailable (%s); retrying in %.1fs", exc, self._outage)
             self._stop.wait(self._outage)
+        finally:
+            with self._changed:
+                self._claiming = False
+                self._changed.notify_all()
 
     def _step(self, burst: bool) -> bool:
         """One pass of the claim loop: claim a batch, or wait. ``False`` ends the loop."""
@@ -475,10 +475,6 @@ class Worker:
                     log.exception("claiming failed; the worker stops")
                     self._failure = exc
                     self.stop()
-                finally:
-                    with self._changed:
-                        self._claiming = False
-                        self._changed.notify_all()
             with self._changed:
                 if self._done_running.is_set():
                     return

@@ -84,6 +84,12 @@ class Bench:
         (workdir / "benchapp.py").write_text(APP)
         sys.path.insert(0, str(workdir))
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.runs = 0
+
+    def fresh(self, name: str) -> str:
+        """A store name used once: each round starts from an empty store."""
+        self.runs += 1
+        return f"{name}-{self.runs}"
 
     def url(self, name: str, synchronous: str = "FULL") -> str:
         if self.backend == "sqlite":
@@ -138,7 +144,7 @@ class Bench:
 
     # -- workloads ------------------------------------------------------------------
     def single(self, n: int, synchronous: str = "FULL") -> float:
-        spooler, noop = self.spooler(self.url(f"single-{synchronous}", synchronous))
+        spooler, noop = self.spooler(self.url(self.fresh(f"single-{synchronous}"), synchronous))
         noop.spool(-1)  # open the store and create the schema outside the timing
         t0 = time.perf_counter()
         for i in range(n):
@@ -148,7 +154,7 @@ class Bench:
         return n / elapsed
 
     def bulk(self, n: int, batch: int = 1000) -> float:
-        spooler, noop = self.spooler(self.url("bulk"))
+        spooler, noop = self.spooler(self.url(self.fresh("bulk")))
         noop.spool(-1)
         calls = [(i,) for i in range(batch)]
         t0 = time.perf_counter()
@@ -159,7 +165,8 @@ class Bench:
         return (n // batch) * batch / elapsed
 
     def drain(self, n: int, processes: int = 2) -> dict[str, float]:
-        url = self.url("drain")
+        # a new store each round: one holding an earlier round's jobs would count them
+        url = self.url(self.fresh("drain"))
         spooler, noop = self.spooler(url)
         calls = [(i,) for i in range(1000)]
         for _ in range(n // 1000):
@@ -183,7 +190,7 @@ class Bench:
         return {"jobs": done, "rate": done / (last - first), "wall_with_startup_s": wall}
 
     def latency(self, samples: int) -> dict[str, float]:
-        url = self.url("latency")
+        url = self.url(self.fresh("latency"))
         spooler, _ = self.spooler(url)
         stamp = self.stamp_task()
         self.start_worker(url, 1, burst=False)

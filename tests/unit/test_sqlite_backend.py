@@ -5,6 +5,7 @@ The transitions themselves are checked by tests/contract against every backend.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sqlite3
@@ -52,6 +53,22 @@ def backend(db_path: Path) -> Iterator[SQLiteBackend]:
     b = SQLiteBackend(f"sqlite:///{db_path}")
     yield b
     b.close()
+
+
+@contextlib.contextmanager
+def vm_steps(conn: sqlite3.Connection) -> Iterator[list[int]]:
+    """Count the SQLite VM instructions run on ``conn`` inside the block (in ``[0]``)."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    try:
+        yield steps
+    finally:
+        conn.set_progress_handler(None, 1)
 
 
 def pragma(backend: SQLiteBackend, name: str) -> Any:
@@ -951,18 +968,8 @@ def _claim_steps(tmp_path: Path, backlog: int) -> int:
                 jobs.append(make_job(priority=i % 3, run_at=NOW - i))
         b.enqueue_many(jobs, now=NOW)
         b.enqueue_many([make_job(queue="other") for _ in range(backlog)], now=NOW)
-        conn = b._connection()
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0
-
-        conn.set_progress_handler(count, 1)
-        try:
+        with vm_steps(b._connection()) as steps:
             [job] = b.claim(["empty", "default"], worker_id="w", now=NOW, lease=30)
-        finally:
-            conn.set_progress_handler(None, 1)
         assert job.priority == 2
         return steps[0]
     finally:
@@ -983,19 +990,9 @@ def _idle_steps(tmp_path: Path, backlog: int) -> tuple[int, float | None]:
         b.enqueue_many(
             [make_job(priority=i % 3, run_at=NOW + 60 + i) for i in range(backlog)], now=NOW
         )
-        conn = b._connection()
-        steps = [0]
-
-        def count() -> int:
-            steps[0] += 1
-            return 0
-
-        conn.set_progress_handler(count, 1)
-        try:
+        with vm_steps(b._connection()) as steps:
             assert b.claim(["default"], worker_id="w", now=NOW, lease=30) == []
             due = b.next_due(["default"], now=NOW)
-        finally:
-            conn.set_progress_handler(None, 1)
         return steps[0], due
     finally:
         b.close()

@@ -666,6 +666,37 @@ def test_locked_before_anyone_opened_the_file(db_path: Path) -> None:
         b.close()
 
 
+def test_a_thread_holding_the_write_turn_bounds_the_others_wait(db_path: Path) -> None:
+    """Threads of one process queue on the backend's writer lock, within busy_timeout."""
+    b = SQLiteBackend(f"sqlite:///{db_path}", busy_timeout=0.2)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with b._write("claim"):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        refused = make_job()
+        started = time.monotonic()
+        with pytest.raises(EnqueueTimeout, match="busy_timeout"):
+            b.enqueue(refused, now=NOW)
+        assert 0.15 <= time.monotonic() - started < 2.0
+        release.set()
+        holder.join(10)
+        assert b.get(refused.id) is None
+        b.enqueue(make_job(), now=NOW)  # the turn is free again
+        assert b.counts() == {"default": {"pending": 1}}
+    finally:
+        release.set()
+        holder.join(10)
+        b.close()
+
+
 def _fill_until_full(b: SQLiteBackend, payload_size: int) -> list[Job]:
     stored: list[Job] = []
     for _ in range(500):

@@ -261,6 +261,8 @@ class SQLiteBackend:
         self._schema_ready_pid = 0
         self._schema_lock = threading.Lock()
         self._schema_lock_pid = os.getpid()
+        self._writer_lock = threading.RLock()
+        self._writer_pid = os.getpid()
         self._wake = WakeChannel(wake_dir_for(self.path, wake_dir))
 
     def __repr__(self) -> str:
@@ -322,7 +324,7 @@ class SQLiteBackend:
             self._ensure_schema(conn)
             # From here on SQLite's own busy handler waits only briefly: it backs off
             # in sleeps of up to 100 ms, which starves a waiter among many writers.
-            # _begin retries BEGIN IMMEDIATE with short jittered sleeps instead, up
+            # _until_not_busy retries BEGIN IMMEDIATE with short jittered sleeps instead, up
             # to busy_timeout.
             conn.execute(f"PRAGMA busy_timeout = {int(min(self.options.busy_timeout, _BUSY_SLICE) * 1000)}")
         except BaseException:
@@ -334,11 +336,7 @@ class SQLiteBackend:
         pid = os.getpid()
         if self._schema_ready_pid == pid:
             return
-        if self._schema_lock_pid != pid:
-            # a lock held by another thread at fork() would never be released here
-            self._schema_lock = threading.Lock()
-            self._schema_lock_pid = pid
-        with self._schema_lock:
+        with self._schema_lock_for(pid):
             if self._schema_ready_pid == pid:
                 return
             created = migrate(conn, location=self.path)
@@ -350,9 +348,46 @@ class SQLiteBackend:
                 conn.execute("VACUUM")
             self._schema_ready_pid = pid
 
+    def _writer(self) -> threading.RLock:
+        """This process's writer lock (a new one after ``fork()``)."""
+        pid = os.getpid()
+        if self._writer_pid != pid:
+            with self._schema_lock_for(pid):
+                if self._writer_pid != pid:
+                    self._writer_lock = threading.RLock()
+                    self._writer_pid = pid
+        return self._writer_lock
+
+    def _schema_lock_for(self, pid: int) -> threading.Lock:
+        if self._schema_lock_pid != pid:
+            # a lock held by another thread at fork() would never be released here
+            self._schema_lock = threading.Lock()
+            self._schema_lock_pid = pid
+        return self._schema_lock
+
     @contextlib.contextmanager
     def _write(self, op: str) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; any failure rolls it back whole."""
+        """One ``BEGIN IMMEDIATE`` transaction; any failure rolls it back whole.
+
+        Threads of one process take turns on a lock of their own first. Two
+        threads of a worker (the claimer and the ack flusher) would otherwise
+        meet in SQLite's busy handler, which sleeps at least a millisecond
+        before it looks again; a lock hands over at once. Other processes are
+        still met in ``BEGIN IMMEDIATE``. Both waits together stay within
+        ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self.options.busy_timeout
+        writer = self._writer()
+        if not writer.acquire(timeout=self.options.busy_timeout):
+            raise self._translate(sqlite3.OperationalError("database is locked"), op)
+        try:
+            with self._transaction(op, deadline) as conn:
+                yield conn
+        finally:
+            writer.release()
+
+    @contextlib.contextmanager
+    def _transaction(self, op: str, deadline: float) -> Iterator[sqlite3.Connection]:
         producer = op in _PRODUCER_OPS
         try:
             conn = self._connection()
@@ -366,7 +401,7 @@ class SQLiteBackend:
             if local.synchronous != sync:
                 conn.execute(f"PRAGMA synchronous = {sync}")
                 local.synchronous = sync
-            self._begin(conn)
+            self._until_not_busy(conn, "BEGIN IMMEDIATE", deadline)
         except sqlite3.Error as exc:
             if not _is_storage_error(exc):
                 raise
@@ -389,13 +424,13 @@ class SQLiteBackend:
                 self._local.unchecked = 0
                 self._checkpoint(conn)
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
-        """``BEGIN IMMEDIATE``, retried with short random sleeps until ``busy_timeout``."""
-        self._until_not_busy(conn, "BEGIN IMMEDIATE")
-
-    def _until_not_busy(self, conn: sqlite3.Connection, sql: str) -> Any:
-        """Run ``sql`` and return its first row, retrying ``SQLITE_BUSY`` until ``busy_timeout``."""
-        deadline = time.monotonic() + self.options.busy_timeout
+    def _until_not_busy(
+        self, conn: sqlite3.Connection, sql: str, deadline: float | None = None
+    ) -> Any:
+        """Run ``sql`` and return its first row, retrying ``SQLITE_BUSY`` with short random
+        sleeps until ``deadline`` (default: ``busy_timeout`` from now)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.options.busy_timeout
         while True:
             try:
                 return conn.execute(sql).fetchone()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ...job import Job, JobState
@@ -34,7 +34,6 @@ _INTS = frozenset({"priority", "attempt", "max_attempts", "lost"})
 _BYTES = frozenset({"payload", "result"})
 _BOOLS = frozenset({"abort_requested"})
 _NAMES = tuple(f.name for f in dataclasses.fields(Job))
-_KNOWN = frozenset(_NAMES)
 
 
 def float_text(value: float) -> str:
@@ -160,18 +159,36 @@ def encode_job_resp(job: Job) -> tuple[int, bytes]:
     return len(out), b"".join(out)
 
 
-def _decode_value(name: str, raw: bytes) -> object:
-    if name in _BYTES:
-        return raw
-    if name in _FLOATS:
-        return float(raw)
-    if name in _INTS:
-        return int(raw)
-    if name in _BOOLS:
-        return raw == b"1"
-    if name == "state":
-        return JobState(raw.decode())
+def _decode_bool(raw: bytes) -> bool:
+    return raw == b"1"
+
+
+def _decode_state(raw: bytes) -> JobState:
+    return JobState(raw.decode())
+
+
+def _decode_str(raw: bytes) -> str:
     return raw.decode("utf-8")
+
+
+def _decoder(name: str) -> Callable[[bytes], object]:
+    if name in _BYTES:
+        return bytes
+    if name in _FLOATS:
+        return float
+    if name in _INTS:
+        return int
+    if name in _BOOLS:
+        return _decode_bool
+    if name == "state":
+        return _decode_state
+    return _decode_str
+
+
+# a hash field's raw name -> (the Job field, the decoder of its value); others are ignored
+_DECODERS: dict[bytes, tuple[str, Callable[[bytes], object]]] = {
+    name.encode(): (name, _decoder(name)) for name in _NAMES
+}
 
 
 def pairs(reply: Sequence[Any] | Mapping[Any, Any]) -> Iterator[tuple[bytes, bytes]]:
@@ -182,15 +199,16 @@ def pairs(reply: Sequence[Any] | Mapping[Any, Any]) -> Iterator[tuple[bytes, byt
     if isinstance(reply, Mapping):
         yield from reply.items()
     else:
-        for i in range(0, len(reply) - 1, 2):
-            yield reply[i], reply[i + 1]
+        items = iter(reply)
+        yield from zip(items, items, strict=False)  # (0, 1), (2, 3), ...; an odd last one is dropped
 
 
 def decode_job(reply: Sequence[Any] | Mapping[Any, Any]) -> Job:
-    """The job of an ``HGETALL`` reply."""
+    """The job of an ``HGETALL`` reply (one dict lookup per field: claims decode many)."""
     values: dict[str, object] = {}
+    decoders = _DECODERS
     for raw_name, raw in pairs(reply):
-        name = raw_name.decode()
-        if name in _KNOWN:
-            values[name] = _decode_value(name, raw)
+        known = decoders.get(raw_name)
+        if known is not None:
+            values[known[0]] = known[1](raw)
     return Job(**values)  # type: ignore[arg-type]

@@ -483,3 +483,31 @@ def test_a_claim_that_raises_stops_the_run_loop_with_that_error(
     monkeypatch.setattr(sp.backend, "claim", broken)
     with pytest.raises(RuntimeError, match="claim is broken"):
         sp.worker(threads=2).run(burst=True, shutdown_timeout=1)
+
+
+@pytest.mark.parametrize("release_at_exit", [True, False])
+def test_a_cold_stop_releases_running_jobs_unless_left_to_the_supervisor(
+    sp: Spooler, release_at_exit: bool
+) -> None:
+    started = threading.Event()
+    finish = threading.Event()
+
+    @sp.task(name="hold")
+    def hold() -> None:
+        started.set()
+        finish.wait(10)
+
+    job = hold.spool()
+    worker = sp.worker(release_at_exit=release_at_exit)
+    runner = threading.Thread(target=worker.run, kwargs={"shutdown_timeout": 5})
+    runner.start()
+    try:
+        assert started.wait(10)
+        worker.stop(hard=True)
+        runner.join(10)
+        assert not runner.is_alive()
+        # released: due again at once; left to the supervisor: still leased here
+        assert job.status() == ("pending" if release_at_exit else "running")
+    finally:
+        finish.set()
+        runner.join(10)

@@ -105,11 +105,12 @@ class Worker:
         as lost) from one that had finished or not started (given back).
     :param on_outcome: called with ``(job, kind, duration)`` for each recorded
         outcome (kind: succeeded, retry, failed or cancelled).
-    :param release_at_exit: when :meth:`run` returns with jobs still running
-        (past the shutdown timeout, or a cold stop), give their leases back.
-        A supervised child passes ``False``: its process exits with them, and
-        the supervisor gives them back once it has seen the process gone, so a
-        released job can never still be finishing here while it runs elsewhere.
+    :param release_at_exit: when :meth:`run` returns after :meth:`stop` with
+        jobs still running (past the shutdown timeout, or a cold stop), give
+        their leases back. A supervised child passes ``False``: its process
+        exits with them, and the supervisor gives them back once it has seen
+        the process gone, so a released job can never still be finishing here
+        while it runs elsewhere. A loop that ends on an error always releases.
     """
 
     def __init__(
@@ -605,9 +606,11 @@ class Worker:
         with self._ack_ready:
             self._ack_ready.notify_all()
         self.flush()
-        # what still runs now gets its lease released (here, or by the supervisor
-        # once this process is gone)
-        if self.release_at_exit:
+        # what still runs now gets its lease released: here, or, when a supervisor
+        # asked for this stop, by the supervisor once this process is gone. A loop
+        # that ended on an error releases here: the parent would take the exit for
+        # a crash and count the jobs as lost.
+        if self.release_at_exit or self._failure is not None or not self._stop.is_set():
             self.release_inflight()
         self._hb_stop.set()
 

@@ -463,7 +463,12 @@ def _reject_constant(name: str) -> Any:
     raise _Corrupt(f"the non-JSON constant {name}")
 
 
+#: One decoder for every payload: ``json.loads`` with options builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _parse(data: bytes, kind: str) -> dict[str, Any]:
+    """The payload document; ``_DECODER`` refuses NaN and Infinity (see _reject_constant)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise SerializationError(
             f"cannot decode {kind} payload: expected bytes, got {type(data).__name__}"
@@ -476,7 +481,7 @@ def _parse(data: bytes, kind: str) -> dict[str, Any]:
             "another serializer or corrupted"
         ) from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = _DECODER.decode(text)
     except _Corrupt as exc:
         raise SerializationError(f"cannot decode {kind} payload: it contains {exc}") from None
     except RecursionError:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -21,6 +23,23 @@ def sc(tmp_path: Path) -> Iterator[Scenario]:
     """A database, a ledger and a control directory; every started process is killed after."""
     with scenario(tmp_path) as s:
         yield s
+
+
+@pytest.fixture
+def bounded(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test when it runs longer than its module's ``TEST_BOUND`` seconds."""
+    bound = int(request.module.TEST_BOUND)
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"test ran longer than {bound} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(bound)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

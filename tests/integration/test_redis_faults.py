@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -50,22 +49,6 @@ def make_job(**fields: Any) -> Job:
     fields.setdefault("payload", b"[[], {}]")
     fields.setdefault("run_at", NOW)
     return Job(id=new_job_id(), **fields)
-
-
-@pytest.fixture
-def bounded() -> Iterator[None]:
-    """Fail the test when it runs longer than TEST_BOUND seconds."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test ran longer than {TEST_BOUND} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_BOUND)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

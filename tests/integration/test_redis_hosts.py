@@ -37,7 +37,6 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 
 import pytest
 from harness import (
@@ -188,22 +187,6 @@ class Hosts:
             ip("link", "del", link, check=False)
         self.namespaces.clear()
         self.links.clear()
-
-
-@pytest.fixture
-def bounded() -> Iterator[None]:
-    """Fail the test when it runs longer than TEST_BOUND seconds."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test ran longer than {TEST_BOUND} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_BOUND)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

@@ -41,8 +41,6 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from types import FrameType
 
 import pytest
 import redis
@@ -75,22 +73,6 @@ TEST_BOUND = 900 if FULL else 120  # seconds; the watchdog fails a test that run
 RECOVERY_BOUND = LEASE + SWEEP + 5.0
 RESUME_BOUND = 5.0  # R13: first job started and completed after the server is back
 APP = "redis_chaos_app:spooler"
-
-
-@pytest.fixture
-def bounded() -> Iterator[None]:
-    """Fail the test when it runs longer than TEST_BOUND seconds."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"test ran longer than {TEST_BOUND} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_BOUND)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def require_shared_redis() -> None:

@@ -101,7 +101,8 @@ SYSTEMS: list[System] = [
     System("spoolhouse-sqlite", "Spoolhouse SQLite", "spoolhouse_app", "sqlite", "main", "sqlite",
            "spoolhouse-sqlite", spoolhouse_workers,
            acks="enqueue: committed (WAL, synchronous=FULL: fsynced) before spool() returns; "
-                "run: leased, success recorded after the task returns (batched within 5 ms); "
+                "run: leased, success recorded after the task returns (batched within 5 ms; "
+                "claims and acks committed without fsync, worker_synchronous=NORMAL); "
                 "a dead worker's job is rescued when its lease expires"),
     System("spoolhouse-sqlite-normal", "Spoolhouse SQLite (synchronous=NORMAL)", "spoolhouse_app",
            "sqlite-normal", "main", "sqlite", "spoolhouse-sqlite", None, workloads=("single",),

@@ -599,15 +599,17 @@ class SQLiteBackend:
             due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
         if not due:
             return []
-        claimed: list[Job] = []
+        # rows of each priority level visited, decoded once the write lock is given up
+        levels: list[list[Any]] = []
+        count = 0
         params: dict[str, Any] = {"now": now, "worker_id": worker_id, "expires": now + lease}
         with self._write("claim") as conn:
             allowance = self._allowance(conn, limits, now) if limits else {}
             for queue in due:
                 params["queue"] = queue
                 level = conn.execute(_TOP_PRIORITY, (queue,)).fetchone()
-                while level is not None and len(claimed) < limit:
-                    want = limit - len(claimed)
+                while level is not None and count < limit:
+                    want = limit - count
                     if allowance:
                         ids = self._pick(conn, queue, level[0], now, want, allowance)
                         rows = (
@@ -624,9 +626,13 @@ class SQLiteBackend:
                         params["priority"] = level[0]
                         params["limit"] = want
                         rows = conn.execute(_CLAIM, params).fetchall()
-                    # RETURNING reports rows in no particular order
-                    claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
+                    levels.append(rows)
+                    count += len(rows)
                     level = conn.execute(_NEXT_PRIORITY, (queue, level[0])).fetchone()
+        claimed: list[Job] = []
+        for rows in levels:
+            # RETURNING reports rows in no particular order
+            claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
         return claimed
 
     @staticmethod
@@ -751,11 +757,18 @@ class SQLiteBackend:
     ) -> list[bool]:
         if not items:
             return []
-        done: list[bool] = []
+        params = [(result, now, expires_at, job_id, token)
+                  for job_id, token, result, expires_at in items]
         with self._write("complete") as conn:
-            for job_id, token, result, expires_at in items:
-                cur = conn.execute(_COMPLETE, (result, now, expires_at, job_id, token))
-                done.append(cur.rowcount == 1)
+            # one statement for the batch; only when some lease was lost (its row
+            # count falls short) is it undone and redone job by job, to say which
+            conn.execute("SAVEPOINT acks")
+            if conn.executemany(_COMPLETE, params).rowcount == len(params):
+                done = [True] * len(params)
+            else:
+                conn.execute("ROLLBACK TO acks")
+                done = [conn.execute(_COMPLETE, p).rowcount == 1 for p in params]
+            conn.execute("RELEASE acks")
             succeeded = sum(done)
             if succeeded:
                 _bump(conn, "succeeded", now, succeeded)

@@ -315,9 +315,9 @@ def test_shake_keeps_what_a_script_uses_in_order() -> None:
 
 
 def test_key_builders_are_written_out() -> None:
-    assert inline_builders("x = k_job(ARGV[i]) .. k_state('a(b') .. k_ready(k_queue(f[1]))") == (
-        "x = (ROOT .. 'job:' .. (ARGV[i])) .. (ROOT .. 'state:' .. ('a(b')) .. "
-        "(ROOT .. 'ready:' .. ((ROOT .. 'queue:' .. (f[1]))))"
+    assert inline_builders("x = k_job(ARGV[i]) .. k_jobs('a(b') .. k_ready(k_sched(f[1]))") == (
+        "x = (ROOT .. 'job:' .. (ARGV[i])) .. (ROOT .. 'jobs:' .. ('a(b')) .. "
+        "(ROOT .. 'ready:' .. ((ROOT .. 'sched:' .. (f[1]))))"
     )
     assert inline_builders("my_k_job(x) t.k_job(x)") == "my_k_job(x) t.k_job(x)"
     with pytest.raises(ValueError):
@@ -387,6 +387,7 @@ def test_keyspace_names() -> None:
         "{app}:stat_minutes",
     ]
     assert ks.started("t.x") == "{app}:started:t.x"
+    assert ks.jobs("pending", "a:b") == "{app}:jobs:pending:a:b"
     assert ks.bykey("order:7 {x}") == "{app}:bykey:order:7 {x}"
     assert (ks.stats, ks.stat_minutes) == ("{app}:stats", "{app}:stat_minutes")
 
@@ -1076,7 +1077,7 @@ def test_delete_leaves_no_trace_of_final_jobs_and_spares_live_ones(
     assert _hash(rb, root + "uniq_done") == {}
     assert client.zcard(root + "expiring") == 0
     for state in ("succeeded", "failed", "cancelled"):
-        assert not client.exists(rb.keys.state(state))
+        assert not client.exists(rb.keys.jobs(state, "default"))
     assert set(_zset(rb, rb.keys.started("t"))) == {running}
     for k in ("k0", "k1", "k2"):
         assert not client.exists(rb.keys.bykey(k))

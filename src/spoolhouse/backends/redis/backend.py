@@ -76,6 +76,8 @@ STATS_TRIM_BATCH = 1000
 OFFSET_TTL = 60.0
 #: Keys deleted per UNLINK in :meth:`RedisBackend.destroy`.
 DESTROY_BATCH = 500
+#: Jobs moved to the schema 2 index per call of ``migrate.lua`` (see :meth:`RedisBackend._migrate`).
+MIGRATE_BATCH = 1000
 
 # Replies that mean "Redis cannot take writes right now", not a bug of ours.
 _UNAVAILABLE_REPLIES = (
@@ -238,6 +240,7 @@ class RedisBackend:
         self._lock = threading.Lock()
         self._clients: _Clients | None = None
         self._checked = False
+        self._migrated = False
         self._flags = False
         self._offset: float | None = None
         self._offset_at = 0.0
@@ -303,7 +306,33 @@ class RedisBackend:
         clients = self._current()
         if not self._checked:
             self._check(clients.main, BackendUnavailable)
+        if not self._migrated:
+            self._migrate(clients)
         return clients
+
+    def _migrate(self, clients: _Clients) -> None:
+        """Move a store written by schema 1 (``ids``, ``state:``, ``queue:``, ``pending:``)
+        to the ``jobs:<state>:<queue>`` index, :data:`MIGRATE_BATCH` jobs per atomic call.
+
+        Runs once per process, on the first operation of the main pool (workers,
+        operators), never in an enqueue; on a schema 2 store it is one ``EXISTS``. Safe to interrupt and to run in several processes at
+        once: each call moves what is left.
+        """
+        script = self._scripts(clients).migrate
+        moved = 0
+        with self._errors("the schema migration"):
+            # a plain read first: a migrated store costs no script call, and inspection
+            # still answers while writes are paused
+            while clients.main.exists(self.keys.ids):
+                n = int(
+                    self._evalsha(
+                        clients.main, clients.idle_main, script, _bulk([MIGRATE_BATCH]), 1
+                    )
+                )
+                moved += n
+        if moved:
+            log.info("moved %d jobs of Redis prefix %r to the schema 2 index", moved, self.prefix)
+        self._migrated = True
 
     @contextmanager
     def _errors(
@@ -342,7 +371,7 @@ class RedisBackend:
             raise ConfigurationError(
                 f"the Redis user of {self.url} may not run {what} ({exc}); grant it the "
                 f"keys {self.keys.pattern} and the commands EVALSHA, SCRIPT LOAD, BLPOP, "
-                "HGETALL, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, TIME (and CONFIG GET)"
+                "HGETALL, HKEYS, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, TIME (and CONFIG GET)"
             ) from exc
         except redis.exceptions.ResponseError as exc:
             message = str(exc)
@@ -706,14 +735,8 @@ class RedisBackend:
     def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
         if not queues:
             return None
-        clients = self._ready()
-        with self._errors("next_due"):
-            pipe = clients.main.pipeline(transaction=False)
-            for queue in queues:
-                pipe.zrange(self.keys.pending(queue), 0, 0, withscores=True)
-            replies = pipe.execute()
-        times = [float(reply[0][1]) for reply in replies if reply]
-        return min(times) if times else None
+        reply = self._run("next_due", list(queues))
+        return None if reply is None else float(reply)
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Block on the queues' wake lists (BLPOP) for up to ``timeout`` seconds.
@@ -766,20 +789,34 @@ class RedisBackend:
         """Delete final jobs in batches; each batch is atomic, the whole purge is not."""
         wanted = {JobState(s).value for s in states} & _FINAL_VALUES
         deleted = 0
-        for state in sorted(wanted):
+        for state, queue_name in self._indexes(wanted, None if queue is None else {queue}):
             start: bytes | str = "-"
             while start:
                 args = [
                     state,
                     start,
                     PURGE_BATCH,
-                    queue or "",
-                    "0" if queue is None else "1",
+                    queue_name,
                     "" if before is None else float_text(before),
                 ]
                 n, start = self._run("purge", args)
                 deleted += int(n)
         return deleted
+
+    def _indexes(
+        self, states: set[str] | None, queues: set[str] | None
+    ) -> list[tuple[str, str]]:
+        """The (state, queue) pairs whose ``jobs:`` index is not empty (the fields of
+        ``counts``), limited to ``states`` and ``queues`` when given."""
+        clients = self._ready()
+        with self._errors("the index list"):
+            fields = clients.main.hkeys(self.keys.counts)
+        out: list[tuple[str, str]] = []
+        for field in fields:
+            state, _, queue = _text(field).partition(":")
+            if (states is None or state in states) and (queues is None or queue in queues):
+                out.append((state, queue))
+        return sorted(out)
 
     def delete(self, job_ids: Sequence[str]) -> int:
         """Delete the listed final jobs, :data:`DELETE_BATCH` ids per atomic script call."""
@@ -806,29 +843,31 @@ class RedisBackend:
         limit: int = 50,
         cursor: str | None = None,
     ) -> list[Job]:
-        """Newest first, read page by page from the narrowest id index (not a snapshot).
+        """Newest first, read page by page from the id indexes (not a snapshot).
 
         The index is ``bykey:<key>`` when ``key`` is given (the jobs of one key are
-        few), else ``state:<state>``, ``queue:<queue>`` or ``ids``; the other filters
-        are applied to the jobs read.
+        few), else the ``jobs:<state>:<queue>`` sets that match ``state`` and
+        ``queue`` (the fields of ``counts``), merged: each page reads the next ids of
+        every set and keeps the newest. The other filters are applied to the jobs read.
         """
         if limit <= 0 or (state is not None and state not in _STATE_VALUES):
             return []
         clients = self._ready()
         if key is not None:
-            index = self.keys.bykey(key)
-        elif state is not None:
-            index = self.keys.state(state)
-        elif queue is not None:
-            index = self.keys.queue(queue)
+            indexes = [self.keys.bykey(key)]
         else:
-            index = self.keys.ids
+            pairs_ = self._indexes(
+                None if state is None else {state}, None if queue is None else {queue}
+            )
+            indexes = [self.keys.jobs(s, q) for s, q in pairs_]
+        if not indexes:
+            return []
         batch = max(limit, 50)
         high = "+" if cursor is None else "(" + cursor
         out: list[Job] = []
         with self._errors("list_jobs"):
             while len(out) < limit:
-                ids = clients.main.zrevrangebylex(index, high, "-", start=0, num=batch)
+                ids = self._newest(clients.main, indexes, high, batch)
                 if not ids:
                     break
                 pipe = clients.main.pipeline(transaction=False)
@@ -849,6 +888,17 @@ class RedisBackend:
                     break
                 high = "(" + _text(ids[-1])
         return out[:limit]
+
+    @staticmethod
+    def _newest(client: redis.Redis, indexes: list[str], high: str, batch: int) -> list[bytes]:
+        """The ``batch`` greatest ids below ``high`` in the union of ``indexes``, greatest first."""
+        if len(indexes) == 1:
+            return cast(list[bytes], client.zrevrangebylex(indexes[0], high, "-", start=0, num=batch))
+        pipe = client.pipeline(transaction=False)
+        for index in indexes:
+            pipe.zrevrangebylex(index, high, "-", start=0, num=batch)
+        merged = sorted({i for ids in pipe.execute() for i in ids}, reverse=True)
+        return merged[:batch]
 
     def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:
         """Outcomes per minute from ``since`` on, one script call (see ``lua/stats.lua``)."""

@@ -21,12 +21,13 @@ key                        type    content and invariant
                                    next job to claim
 ``R sched:<queue>``        zset    pending jobs not yet found due; score ``run_at``, member id.
                                    Every pending job is in exactly one of ready and sched
-``R pending:<queue>``      zset    every pending job of the queue; score ``run_at`` (next_due)
 ``R wake:<queue>``         list    wake-up tokens for idle workers (BLPOP), at most
                                    :data:`WAKE_MAX` long
-``R queue:<queue>``        zset    ids of every job of the queue; score 0 (lexicographic)
-``R state:<state>``        zset    ids of every job in a stored state; score 0
-``R ids``                  zset    ids of every job; score 0
+``R jobs:<state>:<queue>`` zset    ids of every job in that state and queue; score 0
+                                   (lexicographic: newest last). ``list_jobs`` merges the
+                                   ones it needs; ``counts`` names those that are not empty
+``R ids``                  zset    legacy (schema 1): ids of every job. Only the migration
+                                   reads it (see :data:`LEGACY`)
 ``R running``              zset    running jobs with a lease; score ``lease_expires_at``
 ``R expiring``             zset    final jobs with an ``expires_at``; score ``expires_at``
 ``R uniq``                 hash    unique key -> id of the live (pending/running) job holding it
@@ -55,6 +56,11 @@ key                        type    content and invariant
                                    trims minutes older than the retention with their fields
 =========================  ======  ==========================================================
 
+Schema 1 (releases before the ``jobs:<state>:<queue>`` index) kept ``ids``,
+``state:<state>``, ``queue:<queue>`` and ``pending:<queue>`` instead; ``migrate.lua``
+moves a store written by it to schema 2 on the first use of a worker-side
+connection (see ``docs/redis.md``).
+
 The Lua scripts receive the fixed keys as ``KEYS`` (see :data:`FIXED`) and the
 root as ``ARGV[1]``; the per-job, -queue, -state and -task names are built by
 the functions of :func:`lua_prelude`, generated from this module, so a name is
@@ -74,10 +80,8 @@ WAKE_MAX = 16
 _JOB = "job:"
 _READY = "ready:"
 _SCHED = "sched:"
-_PENDING = "pending:"
 _WAKE = "wake:"
-_QUEUE = "queue:"
-_STATE = "state:"
+_JOBS = "jobs:"
 _IDS = "ids"
 _RUNNING = "running"
 _EXPIRING = "expiring"
@@ -90,6 +94,9 @@ _UNIQ_DONE = "uniq_done"
 _BYKEY = "bykey:"
 _STATS = "stats"
 _STAT_MINUTES = "stat_minutes"
+
+#: Key families of schema 1 that schema 2 dropped (deleted by ``migrate.lua``).
+LEGACY = ("state:", "queue:", "pending:")
 
 #: The fixed keys every script receives, in ``KEYS`` order (Lua names in the prelude).
 FIXED = (
@@ -109,10 +116,8 @@ _PER_NAME = (
     ("k_job", _JOB),
     ("k_ready", _READY),
     ("k_sched", _SCHED),
-    ("k_pending", _PENDING),
     ("k_wake", _WAKE),
-    ("k_queue", _QUEUE),
-    ("k_state", _STATE),
+    ("k_jobs", _JOBS),
     ("k_started", _STARTED),
     ("k_bykey", _BYKEY),
 )
@@ -153,17 +158,18 @@ class Keyspace:
     def job(self, job_id: str) -> str:
         return self.root + _JOB + job_id
 
-    def pending(self, queue: str) -> str:
-        return self.root + _PENDING + queue
-
     def wake(self, queue: str) -> str:
         return self.root + _WAKE + queue
 
-    def queue(self, queue: str) -> str:
-        return self.root + _QUEUE + queue
+    def jobs(self, state: str, queue: str) -> str:
+        """The index of the jobs in ``state`` and ``queue``."""
+        return self.root + _JOBS + state + ":" + queue
 
-    def state(self, state: str) -> str:
-        return self.root + _STATE + state
+    def sched(self, queue: str) -> str:
+        return self.root + _SCHED + queue
+
+    def ready(self, queue: str) -> str:
+        return self.root + _READY + queue
 
     def started(self, task: str) -> str:
         return self.root + _STARTED + task

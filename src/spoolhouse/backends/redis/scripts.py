@@ -42,6 +42,8 @@ NAMES = (
     "delete",
     "schedule_tick",
     "stats",
+    "next_due",
+    "migrate",
 )
 
 
@@ -54,6 +56,10 @@ def _read(name: str) -> str:
 #: finish and prune (which frees memory), operators delete and dashboards read stats, while
 #: new jobs are refused with ``StorageFull``.
 ALLOW_OOM = frozenset(NAMES) - {"enqueue", "schedule_tick"}
+
+#: Scripts that only read (Redis 7 flag ``no-writes``): they also run while writes are
+#: paused (``CLIENT PAUSE WRITE``), like the plain reads of inspection.
+READ_ONLY = frozenset({"stats", "next_due"})
 
 
 # A top-level definition of the prelude or the library: `local function NAME` or `local NAME`.
@@ -140,7 +146,9 @@ def source(name: str, flags: bool = False) -> str:
 
     With ``flags`` (Redis 7 and later), a shebang line declares the script's flags.
     """
-    shebang = "#!lua flags=allow-oom\n" if flags and name in ALLOW_OOM else ""
+    shebang = ""
+    if flags and name in ALLOW_OOM:
+        shebang = "#!lua flags=" + ("no-writes," if name in READ_ONLY else "") + "allow-oom\n"
     script = inline_builders(f"-- {name}.lua\n" + _read(f"{name}.lua"))
     library = inline_builders(lua_prelude(builders=False) + _read("_lib.lua"))
     return shebang + shake(library, script) + script
@@ -168,6 +176,8 @@ class Scripts:
     delete: Any
     schedule_tick: Any
     stats: Any
+    next_due: Any
+    migrate: Any
 
     @classmethod
     def register(cls, client: Any, flags: bool) -> Scripts:

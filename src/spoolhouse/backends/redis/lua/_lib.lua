@@ -6,10 +6,11 @@
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
 -- its change of a job hash (unindex before, index after):
---   * every job is in `ids`, `state:<state>` and `queue:<queue>` and counted once
---     in `counts` under "<state>:<queue>" (entries that reach 0 are removed);
---   * a pending job is in `pending:<queue>` and in exactly one of `ready:<queue>`
---     (member _rk, found due) and `sched:<queue>` (not yet found due);
+--   * every job is in `jobs:<state>:<queue>` and counted once in `counts` under
+--     "<state>:<queue>" (entries that reach 0 are removed), so the fields of `counts`
+--     name the non-empty `jobs:` sets;
+--   * a pending job is in exactly one of `ready:<queue>` (member _rk, found due) and
+--     `sched:<queue>` (not yet found due);
 --   * a running job with a lease expiry is in `running`;
 --   * a final job with an expiry is in `expiring`;
 --   * `busy[task]` is the number of running jobs of the task (entries at 0 removed);
@@ -64,15 +65,12 @@ local function unindex(id)
   if not state then
     return
   end
-  redis.call('ZREM', K_IDS, id)
-  redis.call('ZREM', k_state(state), id)
-  redis.call('ZREM', k_queue(queue), id)
+  redis.call('ZREM', k_jobs(state .. ':' .. queue), id)
   count(state, queue, '-1')
   if key and redis.call('HGET', K_UNIQ, key) == id then
     redis.call('HDEL', K_UNIQ, key)
   end
   if state == 'pending' then
-    redis.call('ZREM', k_pending(queue), id)
     redis.call('ZREM', k_sched(queue), id)
     if f[6] then
       redis.call('ZREM', k_ready(queue), f[6])
@@ -99,18 +97,16 @@ local function keep_key(key, id, expires_at)
 end
 
 -- The two transitions of every job that runs, done as unindex + index would, but
--- touching only the entries that change (the job stays in ids and queue:<queue>, and
--- a live job keeps its uniq entry). `f` holds the INDEXED fields before the change.
+-- touching only the entries that change (a live job keeps its uniq entry). `f` holds the INDEXED fields before the change.
 
 -- pending -> running, for a job found in its ready set (so in no sched set) that now
 -- runs under a lease expiring at `lease_expires_at`.
 local function start_running(id, f, lease_expires_at)
   local queue = f[2]
-  redis.call('ZREM', k_state('pending'), id)
-  redis.call('ZADD', k_state('running'), '0', id)
+  redis.call('ZREM', k_jobs('pending:' .. queue), id)
+  redis.call('ZADD', k_jobs('running:' .. queue), '0', id)
   count('pending', queue, '-1')
   count('running', queue, '1')
-  redis.call('ZREM', k_pending(queue), id)
   redis.call('ZREM', k_ready(queue), f[6])
   redis.call('ZADD', K_RUNNING, lease_expires_at, id)
   bump(K_BUSY, f[9], '1')
@@ -119,8 +115,8 @@ end
 -- running -> `state` (final), expiring at `expires_at` ('' for never).
 local function stop_running(id, f, state, expires_at)
   local queue, key = f[2], f[3]
-  redis.call('ZREM', k_state('running'), id)
-  redis.call('ZADD', k_state(state), '0', id)
+  redis.call('ZREM', k_jobs('running:' .. queue), id)
+  redis.call('ZADD', k_jobs(state .. ':' .. queue), '0', id)
   count('running', queue, '-1')
   count(state, queue, '1')
   redis.call('ZREM', K_RUNNING, id)
@@ -145,9 +141,7 @@ end
 local function index(id, now, wake, f, now_s)
   f = f or redis.call('HMGET', k_job(id), unpack(INDEXED))
   local state, queue, key = f[1], f[2], f[3]
-  redis.call('ZADD', K_IDS, '0', id)
-  redis.call('ZADD', k_state(state), '0', id)
-  redis.call('ZADD', k_queue(queue), '0', id)
+  redis.call('ZADD', k_jobs(state .. ':' .. queue), '0', id)
   count(state, queue, '1')
   if key and (state == 'pending' or state == 'running') then
     redis.call('HSET', K_UNIQ, key, id)
@@ -155,7 +149,6 @@ local function index(id, now, wake, f, now_s)
     keep_key(key, id, f[8])
   end
   if state == 'pending' then
-    redis.call('ZADD', k_pending(queue), f[4], id)
     if f[4] == now_s or tonumber(f[4]) <= now then
       redis.call('ZADD', k_ready(queue), ready_score(f[5]), f[6])
     else

@@ -35,7 +35,7 @@ from spoolhouse.backends.redis import RedisBackend
 from spoolhouse.backends.redis import backend as backend_module
 from spoolhouse.backends.redis.backend import mask_url
 from spoolhouse.backends.redis.codec import decode_job, encode_job, encode_job_resp, order_key
-from spoolhouse.backends.redis.keys import WAKE_MAX, Keyspace
+from spoolhouse.backends.redis.keys import WAKE_MAX, Keyspace, lua_prelude
 from spoolhouse.backends.redis.scripts import NAMES, inline_builders, shake, source
 from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
 from spoolhouse.job import Job, JobState, new_job_id
@@ -374,18 +374,10 @@ def test_keyspace_names() -> None:
     ks = Keyspace("app")
     assert ks.root == "{app}:"
     assert ks.job("x") == "{app}:job:x"
-    assert ks.fixed == [
-        "{app}:ids",
-        "{app}:uniq",
-        "{app}:counts",
-        "{app}:running",
-        "{app}:expiring",
-        "{app}:busy",
-        "{app}:ticks",
-        "{app}:uniq_done",
-        "{app}:stats",
-        "{app}:stat_minutes",
-    ]
+    assert ks.declared == ["{app}:counts"]
+    prelude = lua_prelude(builders=False)
+    assert "local K_UNIQ_DONE = ROOT .. 'uniq_done'" in prelude
+    assert "KEYS" not in prelude
     assert ks.started("t.x") == "{app}:started:t.x"
     assert ks.jobs("pending", "a:b") == "{app}:jobs:pending:a:b"
     assert ks.bykey("order:7 {x}") == "{app}:bykey:order:7 {x}"

@@ -47,7 +47,7 @@ from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, St
 from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .codec import decode_job, encode_job, encode_job_resp, float_text, order_key, pairs
-from .keys import FIXED, Keyspace
+from .keys import Keyspace
 from .scripts import Scripts
 
 log = logging.getLogger("spoolhouse.backends.redis")
@@ -538,17 +538,17 @@ class RedisBackend:
     def _evalsha(
         self, client: redis.Redis, idle: list[Any], script: Any, argv: bytes, count: int
     ) -> Any:
-        """Run ``script`` with the fixed KEYS, the root and ``argv`` (``count`` RESP bulk
+        """Run ``script`` with the declared key, the root and ``argv`` (``count`` RESP bulk
         strings) on a connection of ``client``'s pool, kept in ``idle`` between calls.
 
         Same outcome as ``Script.__call__``, with less Python.
         """
         head = self._heads.get(script.sha)
         if head is None:
-            fixed = self.keys.fixed
-            head = _bulk(["EVALSHA", script.sha, len(fixed), *fixed, self.keys.root])
+            declared = self.keys.declared
+            head = _bulk(["EVALSHA", script.sha, len(declared), *declared, self.keys.root])
             self._heads[script.sha] = head
-        packed = b"*%d\r\n%s%s" % (4 + len(FIXED) + count, head, argv)
+        packed = b"*%d\r\n%s%s" % (5 + count, head, argv)
         pool = client.connection_pool
         try:
             conn = idle.pop()

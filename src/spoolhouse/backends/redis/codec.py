@@ -1,7 +1,11 @@
 """Job records to Redis hash fields and back, exactly.
 
 Every :class:`~spoolhouse.job.Job` field is one hash field named like the
-dataclass field; ``None`` is an absent field. Floats are written with
+dataclass field; ``None`` is an absent field, and so is a field at its default
+among :data:`DEFAULTS` (``priority``, ``attempt`` and ``lost`` at 0,
+``abort_requested`` false: most jobs keep them, and every field written costs
+the enqueue, and every field read a claim; the Lua scripts read an absent one
+as its default). Floats are written with
 ``repr`` (the shortest text that reads back as the same double), ints in
 decimal, bools as ``0``/``1``, bytes as they are, strings as UTF-8. Fields
 whose name starts with ``_`` belong to the backend (see :mod:`.keys`) and are
@@ -34,6 +38,17 @@ _INTS = frozenset({"priority", "attempt", "max_attempts", "lost"})
 _BYTES = frozenset({"payload", "result"})
 _BOOLS = frozenset({"abort_requested"})
 _NAMES = tuple(f.name for f in dataclasses.fields(Job))
+
+#: Fields left out of the hash at these values (of exactly this type); decoding an
+#: absent one gives the dataclass default, which is the same value.
+DEFAULTS: dict[str, object] = {"priority": 0, "attempt": 0, "lost": 0, "abort_requested": False}
+
+
+def _at_default(name: str, value: object) -> bool:
+    if name not in DEFAULTS:
+        return False
+    default = DEFAULTS[name]
+    return type(value) is type(default) and value == default
 
 
 def float_text(value: float) -> str:
@@ -82,7 +97,7 @@ def encode_job(job: Job) -> list[bytes | str]:
     out: list[bytes | str] = []
     for name in _NAMES:
         value = getattr(job, name)
-        if value is None:
+        if value is None or _at_default(name, value):
             continue
         out.append(name)
         out.append(_encode_value(name, value))
@@ -139,8 +154,11 @@ def _converter(name: str) -> Any:
     return _to_str
 
 
-# (field name, its RESP bulk string, the converter of its value to bytes), in field order
-_RESP_FIELDS = tuple((name, _resp(name.encode()), _converter(name)) for name in _NAMES)
+# (field name, its RESP bulk string, the converter of its value to bytes, the value left
+# out, of its exact type, or None), in field order
+_RESP_FIELDS = tuple(
+    (name, _resp(name.encode()), _converter(name), DEFAULTS.get(name)) for name in _NAMES
+)
 
 
 def encode_job_resp(job: Job) -> tuple[int, bytes]:
@@ -149,9 +167,9 @@ def encode_job_resp(job: Job) -> tuple[int, bytes]:
     The same checks and the same bytes as ``encode_job``, in one pass.
     """
     out: list[bytes] = []
-    for name, bulk_name, convert in _RESP_FIELDS:
+    for name, bulk_name, convert, default in _RESP_FIELDS:
         value = getattr(job, name)
-        if value is None:
+        if value is None or (value == default and type(value) is type(default)):
             continue
         raw = convert(name, value)
         out.append(bulk_name)

@@ -1,7 +1,8 @@
 -- _lib.lua: helpers shared by every script; prepended after the generated key prelude.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
---       (the fixed keys, named K_* by the prelude)
+-- KEYS: counts (declared for routing); the fixed keys K_* (ids, uniq, counts, running,
+--       expiring, busy, ticks, uniq_done, stats, stat_minutes) are built from the root
+--       by the prelude
 -- ARGV: [1] root of every key (ROOT in the prelude); the rest belongs to each script
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
@@ -51,9 +52,10 @@ local function count(state, queue, by)
   bump(K_COUNTS, state .. ':' .. queue, by)
 end
 
--- The ready-set score of a job of `priority` (decimal text): its negation, as text.
+-- The ready-set score of a job of `priority` (decimal text; nil or false for 0): its negation,
+-- as text.
 local function ready_score(priority)
-  if priority == '0' then
+  if not priority or priority == '0' then
     return '0'
   end
   return fmt(0 - tonumber(priority))
@@ -249,7 +251,7 @@ local function rescue_one(id, now_s, minute, max_lost, err, expires_at, wake)
   local f = redis.call('HMGET', jk, 'attempt', 'max_attempts', 'lost')
   local lost = tonumber(f[3] or '0') + 1
   unindex(id)
-  if tonumber(f[1]) >= tonumber(f[2]) or lost >= max_lost then
+  if tonumber(f[1] or '0') >= tonumber(f[2]) or lost >= max_lost then
     redis.call('HSET', jk, 'state', 'failed', 'lost', fmt(lost), 'error', err, 'finished_at', now_s)
     set_or_clear(jk, 'expires_at', expires_at)
     redis.call('HDEL', jk, 'lease', 'lease_expires_at')

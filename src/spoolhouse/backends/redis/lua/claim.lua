@@ -1,7 +1,6 @@
 -- claim.lua: move up to `limit` due jobs to running, serving queues in the order given.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
---       (the fixed keys, see keys.py)
+-- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] lease_expires_at  [4] worker_id  [5] token head
 --       [6] limit  [7] most scheduled jobs promoted per queue  [8] per-task limits as
 --       JSON, {"<task>": {"c": concurrency, "r": rate, "p": per}} (c and r optional),
@@ -113,7 +112,7 @@ for qi = 11, #ARGV do
           if left then
             allowance[f[9]] = left - 1
           end
-          redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[10]) + 1),
+          redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[10] or '0') + 1),
             'started_at', ARGV[2], 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
             'lease_expires_at', ARGV[3])
           start_running(id, f, ARGV[3])

@@ -1,7 +1,6 @@
 -- extend_leases.lua: heartbeat; push the expiry of every lease still held.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
---       (the fixed keys, see keys.py)
+-- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] new lease_expires_at  [3..] pairs of job id, token
 -- Returns: per pair, 'held', 'abort' (held, cancel requested) or 'lost'.
 -- Invariants: only a running job whose lease equals the token is touched; the

@@ -1,7 +1,7 @@
 -- migrate.lua: move a batch of jobs of a schema 1 store to the schema 2 index.
 --
--- KEYS: ids, uniq, counts, running, expiring, busy, ticks, uniq_done, stats, stat_minutes
---       (the fixed keys, see keys.py; `ids` is the legacy index of every job)
+-- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py;
+--       `ids` is the legacy index of every job)
 -- ARGV: [1] root  [2] batch size
 -- Returns: how many ids were taken from `ids` (the store is on schema 2 once `ids` is
 --          gone).

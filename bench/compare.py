@@ -11,7 +11,11 @@ matplotlib at pinned versions, and uWSGI if ``pip install uwsgi`` builds here; i
 skipped with the reason printed if not). Systems: Spoolhouse (SQLite with its
 defaults, SQLite with ``synchronous=NORMAL`` for enqueue only, Redis), Huey (SQLite
 and Redis, default settings), RQ (its forking worker, and SimpleWorker), Celery
-(Redis broker, acks late), Dramatiq (Redis broker) and uWSGI's spooler.
+(Redis broker, acks late), Dramatiq (Redis broker) and uWSGI's spooler. Three more
+rows measure the machine's own limits for one enqueue per call, in the same run
+(``bench/peers/limits_app.py``): a one-row SQLite commit loop at ``synchronous=FULL``
+and at ``NORMAL``, and a redis-py ``LPUSH`` loop; their ratio is Spoolhouse's share
+of the limit.
 
 Workloads, on every system, in every round (the order of systems rotates per round):
 

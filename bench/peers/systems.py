@@ -147,6 +147,22 @@ SYSTEMS: list[System] = [
            acks="enqueue: one spool file written and closed (no fsync); run: the file is "
                 "deleted after the function returns SPOOL_OK, so a spooler killed mid-task "
                 "re-runs it (at-least-once)"),
+    # The machine's limits, in the same run: the ratio is Spoolhouse's share of each.
+    System("limit-sqlite-full", "limit: SQLite one-row commit, FULL", "limits_app", "sqlite-full",
+           "main", "sqlite", "spoolhouse-sqlite", None, workloads=("single",),
+           note="not a job system: INSERT + COMMIT of one row per call (WAL, "
+                "synchronous=FULL, one fsync each), the ceiling of a durable single enqueue",
+           acks="committed and fsynced"),
+    System("limit-sqlite-normal", "limit: SQLite one-row commit, NORMAL", "limits_app",
+           "sqlite-normal", "main", "sqlite", "spoolhouse-sqlite-normal", None,
+           workloads=("single",),
+           note="not a job system: the same with synchronous=NORMAL (no fsync per commit)",
+           acks="committed to the WAL"),
+    System("limit-redis", "limit: Redis round trip (LPUSH)", "limits_app", "redis", "main",
+           "redis", "spoolhouse-redis", None, workloads=("single",),
+           note="not a job system: one LPUSH per call through redis-py and hiredis, the "
+                "ceiling of any single-call enqueue on Redis",
+           acks="in Redis"),
 ]
 
 BY_KEY = {s.key: s for s in SYSTEMS}

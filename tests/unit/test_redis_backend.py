@@ -836,8 +836,9 @@ def test_the_succeeded_job_that_expires_last_holds_the_key(rb: RedisBackend) -> 
 
 def test_running_counts_and_starts_follow_every_transition(rb: RedisBackend) -> None:
     root = rb.keys.root
+    rate = {"a": backend_module.TaskLimit(rate=100, per=1000)}
     rb.enqueue_many([make_job(task="a", max_attempts=5) for _ in range(6)], now=NOW)
-    jobs = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=6)
+    jobs = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=6, limits=rate)
     assert _hash(rb, root + "busy") == {"a": "6"}
     assert set(_zset(rb, rb.keys.started("a"))) == {j.id for j in jobs}
     tokens = [j.lease or "" for j in jobs]
@@ -849,7 +850,7 @@ def test_running_counts_and_starts_follow_every_transition(rb: RedisBackend) -> 
     assert rb.rescue(jobs[5].id, tokens[5], now=NOW, max_lost=5, error="{}") is not None
     assert _hash(rb, root + "busy") == {}
     # a job started again replaces its own start: it counts once
-    again = rb.claim(["default"], worker_id="w", now=NOW + 2, lease=30, limit=6)
+    again = rb.claim(["default"], worker_id="w", now=NOW + 2, lease=30, limit=6, limits=rate)
     assert len(again) == 3
     starts = _zset(rb, rb.keys.started("a"))
     assert len(starts) == 6 and sorted(starts.values()) == [NOW] * 3 + [NOW + 2] * 3
@@ -860,6 +861,18 @@ def test_running_counts_and_starts_follow_every_transition(rb: RedisBackend) -> 
     assert rb.purge(states=["failed"]) == 3
     assert _zset(rb, rb.keys.started("a")) == {}
     assert rb.counts() == {}
+
+
+def test_only_claims_under_a_rate_of_the_task_record_its_starts(rb: RedisBackend) -> None:
+    rb.enqueue_many([make_job(task=t) for t in "aabb"], now=NOW)
+    client = rb._current().main
+    limits = {"a": backend_module.TaskLimit(concurrency=5), "b": backend_module.TaskLimit(rate=5)}
+    first = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=2)
+    assert [j.task for j in first] == ["a", "a"]
+    assert not client.exists(rb.keys.started("a"))  # no limits: nothing recorded
+    second = rb.claim(["default"], worker_id="w", now=NOW, lease=30, limit=2, limits=limits)
+    assert set(_zset(rb, rb.keys.started("b"))) == {j.id for j in second}
+    assert not client.exists(rb.keys.started("a"))  # a concurrency limit records no start
 
 
 def test_a_rate_limited_claim_trims_starts_outside_the_window(rb: RedisBackend) -> None:
@@ -1070,7 +1083,7 @@ def test_delete_leaves_no_trace_of_final_jobs_and_spares_live_ones(
     assert client.zcard(root + "expiring") == 0
     for state in ("succeeded", "failed", "cancelled"):
         assert not client.exists(rb.keys.jobs(state, "default"))
-    assert set(_zset(rb, rb.keys.started("t"))) == {running}
+    assert not client.exists(rb.keys.started("t"))  # claimed without a rate limit
     for k in ("k0", "k1", "k2"):
         assert not client.exists(rb.keys.bykey(k))
     assert set(_zset(rb, rb.keys.bykey("k3"))) == {running}
@@ -1084,14 +1097,16 @@ def test_delete_leaves_no_trace_of_final_jobs_and_spares_live_ones(
 
 # -- the reference backend and the Redis backend agree on random histories --------------------
 
+# A rate counts the starts of the claims that gave the task that rate (workers pass the
+# limits of every task they know); the memory backend counts every start, which agrees
+# when every claim passes the same rates, as workers of one app do. Concurrency limits
+# vary from claim to claim.
+_RATES = {"b": backend_module.TaskLimit(rate=3, per=8.5), "c": backend_module.TaskLimit(rate=1)}
 _LIMIT_CHOICES: list[dict[str, Any] | None] = [
-    None,
-    {"a": backend_module.TaskLimit(concurrency=1)},
-    {"a": backend_module.TaskLimit(concurrency=2), "b": backend_module.TaskLimit(rate=2, per=5)},
-    {
-        "b": backend_module.TaskLimit(concurrency=1, rate=3, per=8.5),
-        "c": backend_module.TaskLimit(rate=1),
-    },
+    _RATES,
+    {"a": backend_module.TaskLimit(concurrency=1), **_RATES},
+    {"a": backend_module.TaskLimit(concurrency=2), **_RATES},
+    {**_RATES, "b": backend_module.TaskLimit(concurrency=1, rate=3, per=8.5)},
 ]
 
 

@@ -38,10 +38,10 @@ key                        type    content and invariant
 ``R counts``               hash    ``<state>:<queue>`` -> number of jobs (no zero entries)
 ``R busy``                 hash    task -> number of running jobs of the task (no zero
                                    entries); the concurrency limits of ``claim``
-``R started:<task>``       zset    jobs of the task that were ever claimed; score
-                                   ``started_at`` of the latest attempt, member id. The rate
-                                   limits of ``claim`` count the window and trim what is older;
-                                   a deleted job leaves it
+``R started:<task>``       zset    jobs of the task claimed by a claim that gave the task a
+                                   rate limit; score ``started_at`` of that attempt, member
+                                   id. The rate limits of ``claim`` count the window and trim
+                                   what is older; a deleted job leaves it
 ``R ticks``                hash    schedule name -> last tick recorded by ``schedule_tick``
 ``R bykey:<key>``          zset    ids of every stored job with unique key ``<key>``, in any
                                    state; score 0 (lexicographic). Written when the job is

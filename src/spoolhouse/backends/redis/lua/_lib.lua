@@ -20,8 +20,9 @@
 --     a succeeded job that expires later (None = never): the entry names the succeeded
 --     job that holds the key longest (key_holder checks its expires_at against now);
 --     delete_job removes it.
--- Outside index/unindex: `started:<task>` holds the latest start of every claimed
--- job of the task (claim.lua writes and trims it, delete_job removes the job);
+-- Outside index/unindex: `started:<task>` holds the latest start of every job of the
+-- task claimed under a rate limit of the task (claim.lua writes and trims it,
+-- delete_job removes the job);
 -- `bykey:<key>` holds every stored job with unique key `key`, whatever its state
 -- (put_job adds it, delete_job removes it; no transition changes a job's key);
 -- `stats` counts outcomes per minute and `stat_minutes` lists the minutes counted

@@ -11,8 +11,11 @@
 --          the order is priority desc, run_at asc, id asc (the ready zset order);
 --          each claim bumps attempt and sets a token unique to this call and job;
 --          jobs that are not due under this `now` (the clock went back) return to
---          the sched zset; every claim records the start in started:<task> (score
---          now, replacing the job's earlier start); a task with limits never gets
+--          the sched zset; a claim records the start in started:<task> (score now,
+--          replacing the job's earlier start) when [8] gives the task a rate, and
+--          only then: the rate of a task counts the starts of the claims that passed
+--          it (workers pass the limits of every task they know); a task with limits
+--          never gets
 --          more than min(c - busy[task], r - starts within (now - p, +inf)) jobs;
 --          jobs of a task at its limit stay where they are in the ready set and
 --          the scan goes on behind them, past up to [9] of them per queue.
@@ -116,7 +119,10 @@ for qi = 11, #ARGV do
             'started_at', ARGV[2], 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
             'lease_expires_at', ARGV[3])
           start_running(id, f, ARGV[3])
-          redis.call('ZADD', k_started(f[9]), ARGV[2], id)
+          local rule = limits[f[9]]
+          if type(rule) == 'table' and type(rule.r) == 'number' then
+            redis.call('ZADD', k_started(f[9]), ARGV[2], id)
+          end
           out[#out + 1] = redis.call('HGETALL', jk)
         end
       end

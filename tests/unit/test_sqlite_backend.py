@@ -1096,3 +1096,46 @@ def test_no_jobs_column_has_a_default(backend: SQLiteBackend) -> None:
     info = backend._connection().execute("PRAGMA table_info(jobs)").fetchall()
     assert [r[1] for r in info] == list(queries.COLUMNS)  # same columns, same order
     assert [r[1] for r in info if r[4] is not None] == []
+
+
+def test_complete_and_claim_is_one_transaction_and_all_or_nothing(
+    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.enqueue_many([make_job() for _ in range(6)], now=NOW)
+    first = backend.claim(["default"], worker_id="w", now=NOW, lease=30, limit=3)
+    acks = [(j.id, j.lease or "", b"1", NOW + 60) for j in first]
+    acks[1] = (first[1].id, "stale", None, None)
+    conn = backend._connection()
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        done, claimed = backend.complete_and_claim(
+            acks, ["default"], worker_id="w", now=NOW + 1, lease=30, limit=10
+        )
+    finally:
+        conn.set_trace_callback(None)
+    assert done == [True, False, True]
+    assert len(claimed) == 3 and {j.id for j in claimed}.isdisjoint(j.id for j in first)
+    assert all(j.state is JobState.RUNNING and j.lease for j in claimed)
+    assert sum(s.startswith("BEGIN") for s in statements) == 1
+    assert sum(s == "COMMIT" for s in statements) == 1
+    assert [backend.get(j.id).state for j in first] == [  # type: ignore[union-attr]
+        JobState.SUCCEEDED, JobState.RUNNING, JobState.SUCCEEDED
+    ]
+    assert backend.stats(since=NOW - 120)[-1][1] == 2
+    # no acks: a plain claim (nothing due here)
+    assert backend.complete_and_claim([], ["default"], worker_id="w", now=NOW + 2, lease=30) == (
+        [], []
+    )
+
+    # a claim that fails takes the acknowledgements with it: they are not stored
+    def broken(*args: object, **kwargs: object) -> list[list[Any]]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(backend, "_claim_in", broken)
+    with pytest.raises(BackendUnavailable):
+        backend.complete_and_claim(
+            [(claimed[0].id, claimed[0].lease or "", None, None)], ["default"],
+            worker_id="w", now=NOW + 3, lease=30, limit=1,
+        )
+    assert backend.get(claimed[0].id).state is JobState.RUNNING  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ import pytest
 
 from spoolhouse import FakeClock, Retry, Spooler, current_job
 from spoolhouse.backends.base import LeaseState
-from spoolhouse.job import Job, new_job_id
+from spoolhouse.job import Job, JobState, new_job_id
 from spoolhouse.lifecycle import Complete, parse_error
 
 
@@ -408,6 +408,48 @@ def test_acks_are_recorded_promptly_while_the_worker_stays_busy(tmp_path: object
     assert delays[0] >= 0
     assert delays[len(delays) // 2] < 0.02, delays[-5:]
     assert delays[-1] < 0.1, delays[-5:]
+
+
+def test_a_busy_worker_stores_its_acks_with_its_next_claim(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a backend with complete_and_claim, successes ride along with claims; a
+    combined call that fails stores nothing, and those acks are stored later."""
+    from spoolhouse.errors import BackendUnavailable
+
+    sp = Spooler(f"sqlite:///{tmp_path}/ride.db?synchronous=OFF")
+
+    @sp.task(name="t")
+    def t(i: int) -> None: ...
+
+    handles = t.spool_many([(i,) for i in range(3000)])
+    real = sp.backend.complete_and_claim  # type: ignore[attr-defined]
+    rode: list[int] = []
+    failed: list[int] = []
+
+    def combined(acks: list[tuple[str, str, bytes | None, float | None]], *args: object,
+                 **kwargs: object) -> object:
+        if acks and not failed:
+            failed.append(len(acks))  # the first combined call with acks fails whole
+            raise BackendUnavailable("store unavailable (test)")
+        rode.append(len(acks))
+        return real(acks, *args, **kwargs)
+
+    monkeypatch.setattr(sp.backend, "complete_and_claim", combined)
+    monkeypatch.setattr("spoolhouse.worker.worker.MAX_OUTAGE_BACKOFF", 0.01)
+    worker = sp.worker(threads=1)
+    runner = threading.Thread(target=worker.run, kwargs={"burst": True, "shutdown_timeout": 10},
+                              daemon=True)
+    runner.start()
+    runner.join(60)
+    if runner.is_alive():  # a burst run waits for acks it has lost track of
+        worker.stop(hard=True)
+        runner.join(10)
+        pytest.fail("the burst run did not end: some successes were never stored")
+    assert failed and sum(rode) > 0
+    infos = [h.info() for h in handles]
+    assert all(i is not None and i.state is JobState.SUCCEEDED for i in infos)
+    assert all(i is not None and i.attempt == 1 for i in infos)  # nothing ran twice
 
 
 def test_heartbeat_warns_of_a_lost_lease_but_not_of_an_ack_being_stored(

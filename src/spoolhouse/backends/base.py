@@ -149,6 +149,12 @@ class Backend(Protocol):
 
         Returns one flag per item, as :meth:`complete` would. Workers batch
         their acknowledgements through this; a batch is durable as a whole.
+
+        Optional companion, not part of this protocol: ``complete_and_claim(acks,
+        queues, *, worker_id, now, lease, limit, limits) -> (flags, jobs)``, the
+        two calls in one transaction (all or nothing). A worker that finds it
+        on its backend records the successes it has buffered with its next
+        claim (the SQLite backend has it: one write transaction instead of two).
         """
         ...
 

@@ -407,10 +407,7 @@ class Worker:
         if self.max_tasks is not None:
             limit = min(limit, self.max_tasks - self.claimed)
         now = clock.now()
-        jobs = backend.claim(
-            self.queues, worker_id=self.worker_id, now=now, lease=self.spooler.lease,
-            limit=limit, limits=self.limits,
-        )
+        jobs = self._claim(limit, now)
         if len(jobs) >= limit:
             self._batch = min(self._batch * 2, self.threads + self.prefetch)
         else:
@@ -447,6 +444,37 @@ class Worker:
             pause = IDLE_CHECK if due is None else min(due - now, IDLE_CHECK)
         backend.wait(self.queues, pause)
         return True
+
+    def _claim(self, limit: int, now: float) -> list[Job]:
+        """Claim up to ``limit`` jobs; record the buffered successes in the same
+        transaction when the backend can (``complete_and_claim``)."""
+        backend = self.spooler.backend
+        combined = getattr(backend, "complete_and_claim", None)
+        if combined is not None:
+            with self._flushing:  # a flush() meanwhile waits for these acks to be stored
+                batch = self._take_acks()
+                if batch:
+                    items = [(job.id, job.lease or "", c.result, c.expires_at)
+                             for job, c, _ in batch]
+                    try:
+                        done, jobs = combined(
+                            items, self.queues, worker_id=self.worker_id, now=now,
+                            lease=self.spooler.lease, limit=limit, limits=self.limits,
+                        )
+                    except BaseException:
+                        # nothing was stored: the acks wait for the next flush or claim
+                        with self._ack_ready:
+                            self._acks[:0] = batch
+                        raise
+                    finally:
+                        with self._lock:
+                            self._committing = set()
+                    self._acked(batch, done)
+                    return list(jobs)
+        return backend.claim(
+            self.queues, worker_id=self.worker_id, now=now, lease=self.spooler.lease,
+            limit=limit, limits=self.limits,
+        )
 
     def _hoarding(self) -> bool:
         """All threads are busy with jobs that run long while others wait here (lock held)."""
@@ -550,19 +578,25 @@ class Worker:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        with self._ack_ready:
-            batch, self._acks = self._acks, []
-            self._ack_ready.notify_all()  # executors waiting on a full buffer may go on
+        batch = self._take_acks()
         if not batch:
             return
-        with self._lock:
-            # a heartbeat racing this commit finds these leases gone: that is no loss
-            self._committing = {job.id for job, _, _ in batch}
         try:
             self._store_acks(batch)
         finally:
             with self._lock:
                 self._committing = set()
+
+    def _take_acks(self) -> list[tuple[Job, Complete, float]]:
+        """The buffered successes, to be stored now (``_flushing`` held)."""
+        with self._ack_ready:
+            batch, self._acks = self._acks, []
+            self._ack_ready.notify_all()  # executors waiting on a full buffer may go on
+        if batch:
+            with self._lock:
+                # a heartbeat racing this commit finds these leases gone: that is no loss
+                self._committing = {job.id for job, _, _ in batch}
+        return batch
 
     def _store_acks(self, batch: list[tuple[Job, Complete, float]]) -> None:
         items = [(job.id, job.lease or "", c.result, c.expires_at) for job, c, _ in batch]
@@ -582,6 +616,10 @@ class Worker:
                             exc, len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_OUTAGE_BACKOFF)
+        self._acked(batch, done)
+
+    def _acked(self, batch: list[tuple[Job, Complete, float]], done: Sequence[bool]) -> None:
+        """Report a stored batch of successes (``done``: whose lease was still held)."""
         for (job, outcome, duration), ok in zip(batch, done, strict=True):
             self._recorded(job, outcome, duration, ok)
         self._forget([(job, "succeeded", duration) for job, _, duration in batch])

@@ -194,6 +194,15 @@ def _claim_order(job: Job) -> tuple[int, float, str]:
     return (-job.priority, job.run_at, job.id)
 
 
+def _claimed(levels: list[list[Any]]) -> list[Job]:
+    """The jobs of claimed rows, in claim order (level by level, as visited)."""
+    claimed: list[Job] = []
+    for rows in levels:
+        # RETURNING reports rows in no particular order
+        claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
+    return claimed
+
+
 
 #: seconds SQLite's own busy handler may wait for a lock a statement needs. 0: it
 #: does not sleep at all; ``_until_not_busy`` waits for the write lock itself.
@@ -615,41 +624,79 @@ class SQLiteBackend:
             due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
         if not due:
             return []
-        # rows of each priority level visited, decoded once the write lock is given up
+        with self._write("claim") as conn:
+            levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
+        return _claimed(levels)
+
+    def complete_and_claim(
+        self,
+        acks: Sequence[tuple[str, str, bytes | None, float | None]],
+        queues: Sequence[str],
+        *,
+        worker_id: str,
+        now: float,
+        lease: float,
+        limit: int = 1,
+        limits: Mapping[str, TaskLimit] | None = None,
+    ) -> tuple[list[bool], list[Job]]:
+        """:meth:`complete_many` of ``acks``, then :meth:`claim`, in one transaction.
+
+        A worker that has successes to record when it claims its next batch
+        pays for one write transaction instead of two; the claimed rows and
+        the acknowledged ones mostly share pages, so the commit writes fewer.
+        All or nothing: if the claim fails, the acknowledgements are not
+        recorded either.
+        """
+        if not acks:
+            return [], self.claim(queues, worker_id=worker_id, now=now, lease=lease,
+                                  limit=limit, limits=limits)
+        with self._write("claim") as conn:
+            done = self._complete_in(conn, acks, now)
+            levels: list[list[Any]] = []
+            if limit > 0 and queues:
+                due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
+                levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
+        return done, _claimed(levels)
+
+    def _claim_in(
+        self,
+        conn: sqlite3.Connection,
+        due: Sequence[str],
+        worker_id: str,
+        now: float,
+        lease: float,
+        limit: int,
+        limits: Mapping[str, TaskLimit] | None,
+    ) -> list[list[Any]]:
+        """Claim inside the caller's write transaction; the rows of each priority level
+        visited (decoded by :func:`_claimed` once the write lock is given up)."""
         levels: list[list[Any]] = []
         count = 0
         params: dict[str, Any] = {"now": now, "worker_id": worker_id, "expires": now + lease}
-        with self._write("claim") as conn:
-            allowance = self._allowance(conn, limits, now) if limits else {}
-            for queue in due:
-                params["queue"] = queue
-                level = conn.execute(_TOP_PRIORITY, (queue,)).fetchone()
-                while level is not None and count < limit:
-                    want = limit - count
-                    if allowance:
-                        ids = self._pick(conn, queue, level[0], now, want, allowance)
-                        rows = (
-                            conn.execute(
-                                _CLAIM_IDS.format(
-                                    ids=", ".join("?" * len(ids)), columns=_COLUMN_LIST
-                                ),
-                                (now, worker_id, now + lease, *ids),
-                            ).fetchall()
-                            if ids
-                            else []
-                        )
-                    else:
-                        params["priority"] = level[0]
-                        params["limit"] = want
-                        rows = conn.execute(_CLAIM, params).fetchall()
-                    levels.append(rows)
-                    count += len(rows)
-                    level = conn.execute(_NEXT_PRIORITY, (queue, level[0])).fetchone()
-        claimed: list[Job] = []
-        for rows in levels:
-            # RETURNING reports rows in no particular order
-            claimed.extend(sorted(map(_to_job, rows), key=_claim_order))
-        return claimed
+        allowance = self._allowance(conn, limits, now) if limits else {}
+        for queue in due:
+            params["queue"] = queue
+            level = conn.execute(_TOP_PRIORITY, (queue,)).fetchone()
+            while level is not None and count < limit:
+                want = limit - count
+                if allowance:
+                    ids = self._pick(conn, queue, level[0], now, want, allowance)
+                    rows = (
+                        conn.execute(
+                            _CLAIM_IDS.format(ids=", ".join("?" * len(ids)), columns=_COLUMN_LIST),
+                            (now, worker_id, now + lease, *ids),
+                        ).fetchall()
+                        if ids
+                        else []
+                    )
+                else:
+                    params["priority"] = level[0]
+                    params["limit"] = want
+                    rows = conn.execute(_CLAIM, params).fetchall()
+                levels.append(rows)
+                count += len(rows)
+                level = conn.execute(_NEXT_PRIORITY, (queue, level[0])).fetchone()
+        return levels
 
     @staticmethod
     def _allowance(
@@ -773,21 +820,30 @@ class SQLiteBackend:
     ) -> list[bool]:
         if not items:
             return []
+        with self._write("complete") as conn:
+            return self._complete_in(conn, items, now)
+
+    @staticmethod
+    def _complete_in(
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, str, bytes | None, float | None]],
+        now: float,
+    ) -> list[bool]:
+        """:meth:`complete_many` inside the caller's write transaction."""
         params = [(result, now, expires_at, job_id, token)
                   for job_id, token, result, expires_at in items]
-        with self._write("complete") as conn:
-            # one statement for the batch; only when some lease was lost (its row
-            # count falls short) is it undone and redone job by job, to say which
-            conn.execute("SAVEPOINT acks")
-            if conn.executemany(_COMPLETE, params).rowcount == len(params):
-                done = [True] * len(params)
-            else:
-                conn.execute("ROLLBACK TO acks")
-                done = [conn.execute(_COMPLETE, p).rowcount == 1 for p in params]
-            conn.execute("RELEASE acks")
-            succeeded = sum(done)
-            if succeeded:
-                _bump(conn, "succeeded", now, succeeded)
+        # one statement for the batch; only when some lease was lost (its row
+        # count falls short) is it undone and redone job by job, to say which
+        conn.execute("SAVEPOINT acks")
+        if conn.executemany(_COMPLETE, params).rowcount == len(params):
+            done = [True] * len(params)
+        else:
+            conn.execute("ROLLBACK TO acks")
+            done = [conn.execute(_COMPLETE, p).rowcount == 1 for p in params]
+        conn.execute("RELEASE acks")
+        succeeded = sum(done)
+        if succeeded:
+            _bump(conn, "succeeded", now, succeeded)
         return done
 
     def retry(

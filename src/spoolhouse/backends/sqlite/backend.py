@@ -204,6 +204,11 @@ def _claimed(levels: list[list[Any]]) -> list[Job]:
 
 
 
+#: list_jobs(state="pending") looks for the page among this many newest jobs
+#: before it sorts every pending job.
+_PENDING_WINDOW = 2000
+_STATE_NAMES: Final = frozenset(state.value for state in JobState)
+
 #: seconds SQLite's own busy handler may wait for a lock a statement needs. 0: it
 #: does not sleep at all; ``_until_not_busy`` waits for the write lock itself.
 _BUSY_SLICE = 0.0
@@ -707,8 +712,9 @@ class SQLiteBackend:
         for task, rule in limits.items():
             left: int | None = None
             if rule.concurrency is not None:
+                # every running job is in jobs_lease; they are few (workers x threads)
                 running = conn.execute(
-                    "SELECT count(*) FROM jobs INDEXED BY jobs_state "
+                    "SELECT count(*) FROM jobs INDEXED BY jobs_lease "
                     "WHERE state = 'running' AND task = ?",
                     (task,),
                 ).fetchone()[0]
@@ -1111,20 +1117,47 @@ class SQLiteBackend:
     ) -> list[Job]:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (("state", state), ("queue", queue), ("task", task), ("key", key)):
+        # the state is written as a literal (a JobState value, checked here), so that
+        # SQLite can see that a query on failed or cancelled jobs fits jobs_failed
+        if state is not None and state not in _STATE_NAMES:
+            return []  # no job is in a state that does not exist
+        listed = None if state is None else JobState(state).value
+        if listed is not None:
+            where.append(f"state = '{listed}'")
+        for column, value in (("queue", queue), ("task", task), ("key", key)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(str(value))
         if cursor is not None:
             where.append("id < ?")
             params.append(cursor)
-        sql = _SELECT
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
         params.append(max(0, limit))
+        order = " ORDER BY id DESC LIMIT ?"
         with self._read("list_jobs") as conn:
-            rows = conn.execute(sql, params).fetchall()
+            if listed == "running":
+                # jobs_lease holds every running job; sorting them is cheap, since
+                # there are at most the workers' threads plus their prefetch
+                sql = f"{_SELECT} INDEXED BY jobs_lease WHERE {' AND '.join(where)}{order}"
+                rows = conn.execute(sql, params).fetchall()
+            elif listed == "pending":
+                # A backlog is the newest jobs: look among the newest rows first
+                # (the id order, no sort), and only if they do not fill the page,
+                # sort every pending job (jobs_claim holds them all).
+                window = (
+                    f" AND id >= (SELECT id FROM jobs{'' if cursor is None else ' WHERE id < ?'}"
+                    f" ORDER BY id DESC LIMIT 1 OFFSET {int(_PENDING_WINDOW) - 1})"
+                )
+                recent = params[:-1] + ([] if cursor is None else [cursor]) + params[-1:]
+                sql = f"{_SELECT} WHERE {' AND '.join(where)}{window}{order}"
+                rows = conn.execute(sql, recent).fetchall()
+                if len(rows) < limit:
+                    sql = f"{_SELECT} INDEXED BY jobs_claim WHERE {' AND '.join(where)}{order}"
+                    rows = conn.execute(sql, params).fetchall()
+            else:
+                # failed and cancelled: jobs_failed; succeeded: the table newest
+                # first (most stored jobs are succeeded ones); no state: the same
+                sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + order
+                rows = conn.execute(sql, params).fetchall()
         return [_to_job(row) for row in rows]
 
     def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:

@@ -45,6 +45,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "rebuild jobs: CHECKs without IN lists",
         _packaged("0005_jobs_checks_without_lists.sql"),
     ),
+    Migration(
+        6,
+        "jobs_state replaced by jobs_failed (failed and cancelled jobs only)",
+        _packaged("0006_state_index_for_failures.sql"),
+    ),
 )
 
 #: The schema version this code reads and writes.

@@ -374,7 +374,7 @@ def test_keyspace_names() -> None:
     ks = Keyspace("app")
     assert ks.root == "{app}:"
     assert ks.job("x") == "{app}:job:x"
-    assert ks.declared == ["{app}:counts"]
+    assert ks.declared == ["{app}:queues"]
     prelude = lua_prelude(builders=False)
     assert "local K_UNIQ_DONE = ROOT .. 'uniq_done'" in prelude
     assert "KEYS" not in prelude

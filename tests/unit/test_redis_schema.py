@@ -31,7 +31,9 @@ def _to_schema_1(store: RedisBackend) -> None:
             if state == "pending":
                 run_at = float(client.hget(store.keys.job(job_id), "run_at"))
                 client.zadd(root + "pending:" + queue, {job_id: run_at})
+            client.hincrby(root + "counts", f"{state}:{queue}", 1)
         client.delete(key)
+    client.delete(store.keys.queues)
 
 
 def test_a_schema_1_store_is_migrated_on_first_use(store: RedisBackend) -> None:

@@ -25,6 +25,7 @@ again (nothing ran). Every other command goes through redis-py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -48,7 +49,7 @@ from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .codec import decode_job, encode_job, encode_job_resp, float_text, order_key, pairs
 from .keys import Keyspace
-from .scripts import Scripts
+from .scripts import READ_ONLY, Scripts, source
 
 log = logging.getLogger("spoolhouse.backends.redis")
 
@@ -93,6 +94,10 @@ _UNAVAILABLE_REPLIES = (
 _parse_url: Any = parse_url  # untyped in redis-py
 
 _STATE_VALUES = frozenset(s.value for s in JobState)
+# The shas of the read-only scripts as sent to Redis 7 (with the no-writes flag).
+_READ_ONLY_SHAS = frozenset(
+    hashlib.sha1(source(name, flags=True).encode()).hexdigest() for name in READ_ONLY
+)
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
 
 
@@ -311,19 +316,21 @@ class RedisBackend:
         return clients
 
     def _migrate(self, clients: _Clients) -> None:
-        """Move a store written by schema 1 (``ids``, ``state:``, ``queue:``, ``pending:``)
-        to the ``jobs:<state>:<queue>`` index, :data:`MIGRATE_BATCH` jobs per atomic call.
+        """Move a store written by schema 1 (``ids``, ``state:``, ``queue:``, ``pending:``,
+        ``counts``) to the ``jobs:<state>:<queue>`` index and the ``queues`` directory,
+        :data:`MIGRATE_BATCH` jobs per atomic call.
 
         Runs once per process, on the first operation of the main pool (workers,
-        operators), never in an enqueue; on a schema 2 store it is one ``EXISTS``. Safe to interrupt and to run in several processes at
-        once: each call moves what is left.
+        operators), never in an enqueue; on a schema 2 store it is one ``EXISTS``.
+        Safe to interrupt and to run in several processes at once: each call moves
+        what is left.
         """
         script = self._scripts(clients).migrate
         moved = 0
         with self._errors("the schema migration"):
             # a plain read first: a migrated store costs no script call, and inspection
             # still answers while writes are paused
-            while clients.main.exists(self.keys.ids):
+            while clients.main.exists(self.keys.ids, self.keys.counts):
                 n = int(
                     self._evalsha(
                         clients.main, clients.idle_main, script, _bulk([MIGRATE_BATCH]), 1
@@ -544,9 +551,14 @@ class RedisBackend:
         Same outcome as ``Script.__call__``, with less Python.
         """
         head = self._heads.get(script.sha)
+        # A read-only script on Redis 7 runs as EVALSHA_RO: a paused server (CLIENT PAUSE
+        # WRITE) holds back an EVALSHA of a script it does not know, which it must take
+        # for a write, but answers an EVALSHA_RO (NOSCRIPT, then EVAL_RO runs it).
+        read_only = script.sha in _READ_ONLY_SHAS
         if head is None:
             declared = self.keys.declared
-            head = _bulk(["EVALSHA", script.sha, len(declared), *declared, self.keys.root])
+            command = "EVALSHA_RO" if read_only else "EVALSHA"
+            head = _bulk([command, script.sha, len(declared), *declared, self.keys.root])
             self._heads[script.sha] = head
         packed = b"*%d\r\n%s%s" % (5 + count, head, argv)
         pool = client.connection_pool
@@ -567,10 +579,15 @@ class RedisBackend:
             try:
                 reply = conn.read_response()
             except redis.exceptions.NoScriptError:
-                # not loaded (a restarted or flushed server): nothing ran; load and resend
-                conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", script.script))
-                conn.read_response()
-                conn.send_packed_command((packed,), check_health=False)
+                # not loaded (a restarted or flushed server): nothing ran; send the source
+                # with EVAL (EVAL_RO), which also caches it: one round trip, and a read-only
+                # script runs at once on a paused server, which would hold SCRIPT LOAD back
+                declared = self.keys.declared
+                command = "EVAL_RO" if read_only else "EVAL"
+                source = _bulk([command, script.script, len(declared), *declared, self.keys.root])
+                conn.send_packed_command(
+                    (b"*%d\r\n%s%s" % (5 + count, source, argv),), check_health=False
+                )
                 reply = conn.read_response()
         except redis.exceptions.ResponseError:
             idle.append(conn)  # an error reply leaves the connection in step
@@ -806,17 +823,17 @@ class RedisBackend:
     def _indexes(
         self, states: set[str] | None, queues: set[str] | None
     ) -> list[tuple[str, str]]:
-        """The (state, queue) pairs whose ``jobs:`` index is not empty (the fields of
-        ``counts``), limited to ``states`` and ``queues`` when given."""
-        clients = self._ready()
-        with self._errors("the index list"):
-            fields = clients.main.hkeys(self.keys.counts)
-        out: list[tuple[str, str]] = []
-        for field in fields:
-            state, _, queue = _text(field).partition(":")
-            if (states is None or state in states) and (queues is None or queue in queues):
-                out.append((state, queue))
-        return sorted(out)
+        """The (state, queue) pairs of a ``jobs:`` index, for every state (or those of
+        ``states``) and every queue of the ``queues`` directory (or those of ``queues``)."""
+        if queues is None:
+            clients = self._ready()
+            with self._errors("the queue list"):
+                queues = {_text(q) for q in clients.main.smembers(self.keys.queues)}
+        return sorted(
+            (state, queue)
+            for state in (_STATE_VALUES if states is None else states)
+            for queue in queues
+        )
 
     def delete(self, job_ids: Sequence[str]) -> int:
         """Delete the listed final jobs, :data:`DELETE_BATCH` ids per atomic script call."""
@@ -847,8 +864,8 @@ class RedisBackend:
 
         The index is ``bykey:<key>`` when ``key`` is given (the jobs of one key are
         few), else the ``jobs:<state>:<queue>`` sets that match ``state`` and
-        ``queue`` (the fields of ``counts``), merged: each page reads the next ids of
-        every set and keeps the newest. The other filters are applied to the jobs read.
+        ``queue`` (every queue of the ``queues`` directory unless ``queue`` is given),
+        merged: each page reads the next ids of every set and keeps the newest. The other filters are applied to the jobs read.
         """
         if limit <= 0 or (state is not None and state not in _STATE_VALUES):
             return []
@@ -913,15 +930,12 @@ class RedisBackend:
         return out
 
     def counts(self) -> dict[str, dict[str, int]]:
-        clients = self._ready()
-        with self._errors("counts"):
-            raw = clients.main.hgetall(self.keys.counts)
+        """The sizes of the ``jobs:`` sets of every queue in the directory: one read-only
+        script (a snapshot, as the one hash of counts was before)."""
+        flat = self._run("counts", sorted(_STATE_VALUES))
         out: dict[str, dict[str, int]] = {}
-        for field, value in pairs(raw):
-            state, _, queue = field.decode().partition(":")
-            n = int(value)
-            if n > 0:
-                out.setdefault(queue, {})[state] = n
+        for i in range(0, len(flat) - 2, 3):
+            out.setdefault(_text(flat[i]), {})[_text(flat[i + 1])] = int(flat[i + 2])
         return out
 
     # -- lifecycle ----------------------------------------------------------------

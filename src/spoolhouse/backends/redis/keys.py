@@ -25,7 +25,7 @@ key                        type    content and invariant
                                    :data:`WAKE_MAX` long
 ``R jobs:<state>:<queue>`` zset    ids of every job in that state and queue; score 0
                                    (lexicographic: newest last). ``list_jobs`` merges the
-                                   ones it needs; ``counts`` names those that are not empty
+                                   ones it needs, ``counts`` reads their sizes
 ``R ids``                  zset    legacy (schema 1): ids of every job. Only the migration
                                    reads it (see :data:`LEGACY`)
 ``R running``              zset    running jobs with a lease; score ``lease_expires_at``
@@ -35,7 +35,8 @@ key                        type    content and invariant
                                    ``expires_at`` (the latest one when several succeeded);
                                    the enqueue scripts check the expiry, entries go when the
                                    job is deleted
-``R counts``               hash    ``<state>:<queue>`` -> number of jobs (no zero entries)
+``R queues``               set     every queue that was given a job (enqueue adds it; never
+                                   removed): the directory of the ``jobs:`` sets
 ``R busy``                 hash    task -> number of running jobs of the task (no zero
                                    entries); the concurrency limits of ``claim``
 ``R started:<task>``       zset    jobs of the task claimed by a claim that gave the task a
@@ -86,7 +87,8 @@ _IDS = "ids"
 _RUNNING = "running"
 _EXPIRING = "expiring"
 _UNIQ = "uniq"
-_COUNTS = "counts"
+_QUEUES = "queues"
+_COUNTS = "counts"  # schema 2 before ``queues``: a hash of counts, deleted by migrate.lua
 _BUSY = "busy"
 _STARTED = "started:"
 _TICKS = "ticks"
@@ -106,6 +108,7 @@ LEGACY = ("state:", "queue:", "pending:")
 FIXED = (
     ("K_IDS", _IDS),
     ("K_UNIQ", _UNIQ),
+    ("K_QUEUES", _QUEUES),
     ("K_COUNTS", _COUNTS),
     ("K_RUNNING", _RUNNING),
     ("K_EXPIRING", _EXPIRING),
@@ -151,8 +154,8 @@ class Keyspace:
 
     @property
     def declared(self) -> list[str]:
-        """The ``KEYS`` of every script call: one key of the spooler's slot (``counts``)."""
-        return [self.root + _COUNTS]
+        """The ``KEYS`` of every script call: one key of the spooler's slot (``queues``)."""
+        return [self.root + _QUEUES]
 
     @property
     def pattern(self) -> str:
@@ -186,7 +189,12 @@ class Keyspace:
         return self.root + _IDS
 
     @property
+    def queues(self) -> str:
+        return self.root + _QUEUES
+
+    @property
     def counts(self) -> str:
+        """The legacy counts hash (see ``migrate.lua``)."""
         return self.root + _COUNTS
 
     @property

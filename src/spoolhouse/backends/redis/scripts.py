@@ -44,6 +44,7 @@ NAMES = (
     "stats",
     "next_due",
     "migrate",
+    "counts",
 )
 
 
@@ -59,7 +60,7 @@ ALLOW_OOM = frozenset(NAMES) - {"enqueue", "schedule_tick"}
 
 #: Scripts that only read (Redis 7 flag ``no-writes``): they also run while writes are
 #: paused (``CLIENT PAUSE WRITE``), like the plain reads of inspection.
-READ_ONLY = frozenset({"stats", "next_due"})
+READ_ONLY = frozenset({"stats", "next_due", "counts"})
 
 
 # A top-level definition of the prelude or the library: `local function NAME` or `local NAME`.
@@ -178,6 +179,7 @@ class Scripts:
     stats: Any
     next_due: Any
     migrate: Any
+    counts: Any
 
     @classmethod
     def register(cls, client: Any, flags: bool) -> Scripts:

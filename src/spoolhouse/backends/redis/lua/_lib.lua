@@ -1,15 +1,14 @@
 -- _lib.lua: helpers shared by every script; prepended after the generated key prelude.
 --
--- KEYS: counts (declared for routing); the fixed keys K_* (ids, uniq, counts, running,
---       expiring, busy, ticks, uniq_done, stats, stat_minutes) are built from the root
---       by the prelude
+-- KEYS: queues (declared for routing); the fixed keys K_* (ids, uniq, queues, counts,
+--       running, expiring, busy, ticks, uniq_done, stats, stat_minutes) are built from
+--       the root by the prelude
 -- ARGV: [1] root of every key (ROOT in the prelude); the rest belongs to each script
 --
 -- Invariants kept by index() and unindex(), which every transition calls around
 -- its change of a job hash (unindex before, index after):
---   * every job is in `jobs:<state>:<queue>` and counted once in `counts` under
---     "<state>:<queue>" (entries that reach 0 are removed), so the fields of `counts`
---     name the non-empty `jobs:` sets;
+--   * every job is in `jobs:<state>:<queue>` (its size is the count of `counts()`),
+--     and its queue is in `queues` (put_job adds it; a job never changes queue);
 --   * a pending job is in exactly one of `ready:<queue>` (member _rk, found due) and
 --     `sched:<queue>` (not yet found due);
 --   * a running job with a lease expiry is in `running`;
@@ -49,10 +48,6 @@ local function bump(hash, field, by)
   end
 end
 
-local function count(state, queue, by)
-  bump(K_COUNTS, state .. ':' .. queue, by)
-end
-
 -- The ready-set score of a job of `priority` (decimal text; nil or false for 0): its negation,
 -- as text.
 local function ready_score(priority)
@@ -69,7 +64,6 @@ local function unindex(id)
     return
   end
   redis.call('ZREM', k_jobs(state .. ':' .. queue), id)
-  count(state, queue, '-1')
   if key and redis.call('HGET', K_UNIQ, key) == id then
     redis.call('HDEL', K_UNIQ, key)
   end
@@ -108,8 +102,6 @@ local function start_running(id, f, lease_expires_at)
   local queue = f[2]
   redis.call('ZREM', k_jobs('pending:' .. queue), id)
   redis.call('ZADD', k_jobs('running:' .. queue), '0', id)
-  count('pending', queue, '-1')
-  count('running', queue, '1')
   redis.call('ZREM', k_ready(queue), f[6])
   redis.call('ZADD', K_RUNNING, lease_expires_at, id)
   bump(K_BUSY, f[9], '1')
@@ -120,8 +112,6 @@ local function stop_running(id, f, state, expires_at)
   local queue, key = f[2], f[3]
   redis.call('ZREM', k_jobs('running:' .. queue), id)
   redis.call('ZADD', k_jobs(state .. ':' .. queue), '0', id)
-  count('running', queue, '-1')
-  count(state, queue, '1')
   redis.call('ZREM', K_RUNNING, id)
   bump(K_BUSY, f[9], '-1')
   if key then
@@ -145,7 +135,6 @@ local function index(id, now, wake, f, now_s)
   f = f or redis.call('HMGET', k_job(id), unpack(INDEXED))
   local state, queue, key = f[1], f[2], f[3]
   redis.call('ZADD', k_jobs(state .. ':' .. queue), '0', id)
-  count(state, queue, '1')
   if key and (state == 'pending' or state == 'running') then
     redis.call('HSET', K_UNIQ, key, id)
   elseif key and state == 'succeeded' then
@@ -330,6 +319,7 @@ local function put_job(id, first, last, now, wake, now_s)
     end
   end
   redis.call('HSET', jk, unpack(ARGV, first, last))
+  redis.call('SADD', K_QUEUES, f[2])
   index(id, now, wake, f, now_s)
   if key then
     redis.call('ZADD', k_bykey(key), '0', id)

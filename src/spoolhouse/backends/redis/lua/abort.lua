@@ -1,6 +1,6 @@
 -- abort.lua: running -> cancelled: the task stopped because cancellation was requested.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] error  [6] expires_at, or '' for none
 -- Returns: 1, or 0 when the token is not current (nothing changed).
 -- Invariants: fencing by token; the unique key is freed; the job leaves the task's

@@ -1,6 +1,6 @@
 -- cancel.lua: pending -> cancelled; running -> abort requested; otherwise nothing.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id
 -- Returns: 'cancelled', 'aborting' or 'noop'.
 -- Invariants: a cancelled job frees its unique key and expires after result_ttl

@@ -1,6 +1,6 @@
 -- claim.lua: move up to `limit` due jobs to running, serving queues in the order given.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] lease_expires_at  [4] worker_id  [5] token head
 --       [6] limit  [7] most scheduled jobs promoted per queue  [8] per-task limits as
 --       JSON, {"<task>": {"c": concurrency, "r": rate, "p": per}} (c and r optional),

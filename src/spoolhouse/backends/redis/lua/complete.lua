@@ -1,6 +1,6 @@
 -- complete.lua: running -> succeeded, for a batch of jobs (complete and complete_many).
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] stats minute of now (floor(now / 60)), or '' to count
 --       nothing  [4] number of jobs n, then n times five values: job id, token, '1' when
 --       a result is given, result bytes, expires_at or '' for none

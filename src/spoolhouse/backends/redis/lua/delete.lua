@@ -1,6 +1,6 @@
 -- delete.lua: delete the listed jobs that are in a final state.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2..] job ids (duplicates allowed)
 -- Returns: how many jobs were deleted.
 -- Invariants: only succeeded, failed and cancelled jobs are deleted (pending and running

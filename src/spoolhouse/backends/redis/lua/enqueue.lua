@@ -1,6 +1,6 @@
 -- enqueue.lua: store a batch of jobs in one atomic step (enqueue and enqueue_many).
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] deadline: server time (TIME) after which the client
 --       has stopped waiting for the reply, in whole microseconds (decimal, no leading
 --       zero)  [4] number of jobs n

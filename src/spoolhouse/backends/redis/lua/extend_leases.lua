@@ -1,6 +1,6 @@
 -- extend_leases.lua: heartbeat; push the expiry of every lease still held.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] new lease_expires_at  [3..] pairs of job id, token
 -- Returns: per pair, 'held', 'abort' (held, cancel requested) or 'lost'.
 -- Invariants: only a running job whose lease equals the token is touched; the

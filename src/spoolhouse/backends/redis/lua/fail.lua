@@ -1,6 +1,6 @@
 -- fail.lua: running -> failed (the dead letter state).
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] error  [6] expires_at, or '' for none
 --       [7] stats minute of now (floor(now / 60)), or '' to count nothing
 -- Returns: 1, or 0 when the token is not current (nothing changed).

@@ -1,6 +1,6 @@
 -- next_due.lua: the earliest run_at of the pending jobs of some queues (read only).
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2..] queue names
 -- Returns: the earliest run_at as stored (text that reads back as the same double), or
 --          false when no job of these queues is pending.

@@ -1,6 +1,6 @@
 -- prune.lua: delete up to `limit` final jobs whose expires_at <= now.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] limit  [4] first stats minute to keep (floor((now -
 --       retention) / 60)), or '' to trim nothing  [5] most stats minutes trimmed
 -- Returns: how many jobs were deleted.

@@ -1,7 +1,7 @@
 -- purge.lua: delete a batch of jobs of one final state and one queue, optionally
 -- finished before a time.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] state (final)  [3] lexicographic start ('-' or '(' .. last id)
 --       [4] batch size  [5] queue  [6] finished before, or '' for any
 -- Returns: {deleted, next start or '' when the index jobs:<state>:<queue> was scanned

@@ -1,6 +1,6 @@
 -- release.lua: running -> pending, the attempt given back (worker shutdown).
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token
 -- Returns: 1, or 0 when the token is not current (nothing changed).
 -- Invariants: fencing by token; the job keeps its unique key and its run_at (and _rk):

@@ -1,6 +1,6 @@
 -- requeue.lua: failed or cancelled -> pending, due now, attempts and losses reset.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] _rk head (now in order-preserving hex)
 -- Returns: 1, or 0 when the job is missing, in another state, or its unique key
 --          is held by another live job.

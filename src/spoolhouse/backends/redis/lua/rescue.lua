@@ -1,6 +1,6 @@
 -- rescue.lua: the worker holding the token died: running -> pending (due now) or failed.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] max_lost  [6] error
 --       [7] expires_at of a job that fails, or '' for none  [8] stats minute of now
 --       (floor(now / 60)), or '' to count nothing

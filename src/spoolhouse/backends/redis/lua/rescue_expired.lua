@@ -1,7 +1,7 @@
 -- rescue_expired.lua: rescue (see rescue.lua) a batch of running jobs whose lease
 -- expired strictly before now.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] max_lost  [4] error  [5] batch size  [6] expires_at
 --       of a job that fails, or '' for none  [7] stats minute of now (floor(now / 60)),
 --       or '' to count nothing

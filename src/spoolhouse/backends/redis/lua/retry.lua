@@ -1,6 +1,6 @@
 -- retry.lua: running -> pending at run_at, keeping the error.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] job id  [4] token  [5] run_at  [6] _rk head (run_at
 --       in order-preserving hex)  [7] error  [8] '1' to count the attempt, '0' to give it back
 --       [9] stats minute of now (floor(now / 60)), or '' to count nothing

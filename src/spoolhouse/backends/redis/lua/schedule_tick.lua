@@ -1,6 +1,6 @@
 -- schedule_tick.lua: enqueue the run of a periodic schedule for one tick, at most once.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] schedule name  [4] tick  [5] job id  [6] m, then m
 --       values forming field/value pairs of the job hash (absent field = None;
 --       includes _rk)

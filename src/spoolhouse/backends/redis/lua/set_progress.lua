@@ -1,6 +1,6 @@
 -- set_progress.lua: record the progress JSON of a running job.
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] job id  [3] token  [4] progress (JSON text)
 -- Returns: 'held', 'abort' (held, cancel requested) or 'lost' (nothing written).
 -- Invariants: only the holder of the current lease writes.

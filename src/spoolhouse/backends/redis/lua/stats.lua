@@ -1,6 +1,6 @@
 -- stats.lua: outcomes per minute, from a first minute on (read only).
 --
--- KEYS: counts (declared for routing; the fixed keys are built from the root, see keys.py)
+-- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] first minute (floor(since / 60), or '-inf')
 -- Returns: a flat list, four entries per minute in stat_minutes from [2] on, in minute
 --          order: the minute (decimal text), then the succeeded, failed and retried

@@ -377,8 +377,9 @@ class RedisBackend:
         except redis.exceptions.NoPermissionError as exc:
             raise ConfigurationError(
                 f"the Redis user of {self.url} may not run {what} ({exc}); grant it the "
-                f"keys {self.keys.pattern} and the commands EVALSHA, SCRIPT LOAD, BLPOP, "
-                "HGETALL, HKEYS, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, TIME (and CONFIG GET)"
+                f"keys {self.keys.pattern} and the commands EVALSHA, EVALSHA_RO, EVAL, EVAL_RO, "
+                "BLPOP, EXISTS, HGETALL, SMEMBERS, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, "
+                "TIME (and CONFIG GET)"
             ) from exc
         except redis.exceptions.ResponseError as exc:
             message = str(exc)

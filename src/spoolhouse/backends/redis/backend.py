@@ -77,6 +77,15 @@ STATS_TRIM_BATCH = 1000
 OFFSET_TTL = 60.0
 #: Keys deleted per UNLINK in :meth:`RedisBackend.destroy`.
 DESTROY_BATCH = 500
+#: Longest a claim may come after a claim sent ahead by :meth:`RedisBackend.wait` ran (by
+#: this host's clock) and still take its jobs.
+AHEAD_SKEW = 1.0
+#: How far ahead of this host's clock (as estimated from the server's) a claim sent ahead
+#: by :meth:`RedisBackend.wait` takes its ``now``: the estimate is off by up to half a
+#: round trip, and a job spooled on this host a fraction of a millisecond before must be
+#: due. A claim takes those jobs only when its own ``now`` is at least that time less
+#: this much again.
+AHEAD_EARLY = 0.002
 #: Jobs moved to the schema 2 index per call of ``migrate.lua`` (see :meth:`RedisBackend._migrate`).
 MIGRATE_BATCH = 1000
 
@@ -249,8 +258,15 @@ class RedisBackend:
         self._flags = False
         self._offset: float | None = None
         self._offset_at = 0.0
+        self._precise_offset: float | None = None
+        self._precise_offset_at = 0.0
         # sha -> RESP of EVALSHA, the sha, the KEYS and the root: the head of a script call
         self._heads: dict[str, bytes] = {}
+        # The claim ahead (see wait): the context and limit of the last claim that found
+        # nothing, and the jobs a wait claimed for the claim that follows it.
+        self._ahead_lock = threading.Lock()
+        self._idle_claim: tuple[tuple[str, tuple[str, ...], float, str], int] | None = None
+        self._ahead: tuple[tuple[str, tuple[str, ...], float, str], list[Job]] | None = None
 
     @property
     def wait_client_name(self) -> str:
@@ -611,6 +627,23 @@ class RedisBackend:
             self._offset, self._offset_at = offset, time.monotonic()
         return offset
 
+    def _claim_offset(self, client: redis.Redis) -> float:
+        """:meth:`_server_offset` for claims sent ahead: the best of three ``TIME`` round
+        trips (the one that took least), refreshed every :data:`OFFSET_TTL` seconds."""
+        offset, measured = self._precise_offset, self._precise_offset_at
+        if offset is None or time.monotonic() - measured > OFFSET_TTL:
+            best = math.inf
+            for _ in range(3):
+                before = time.time()
+                seconds, micros = client.time()
+                after = time.time()
+                if after - before < best:
+                    best = after - before
+                    offset = seconds + micros / 1_000_000 - (before + after) / 2
+            assert offset is not None
+            self._precise_offset, self._precise_offset_at = offset, time.monotonic()
+        return offset
+
     # -- worker -----------------------------------------------------------------
     def claim(
         self,
@@ -624,6 +657,11 @@ class RedisBackend:
     ) -> list[Job]:
         if limit <= 0 or not queues:
             return []
+        rules = _limits_json(limits)
+        context = (worker_id, tuple(queues), float(lease), rules)
+        ahead = self._take_ahead(context, now, limit)
+        if ahead:
+            return ahead
         args = [
             float_text(now),
             float_text(now + lease),
@@ -631,12 +669,35 @@ class RedisBackend:
             os.urandom(8).hex(),
             limit,
             PROMOTE_BATCH,
-            _limits_json(limits),
+            rules,
             SKIP_MAX,
             SKIP_PAGE,
             *queues,
         ]
-        return self._jobs(self._run("claim", args))
+        jobs = self._jobs(self._run("claim", args))
+        # a claim that found nothing is usually followed by wait() on the same queues
+        self._idle_claim = None if jobs else (context, limit)
+        return jobs
+
+    def _take_ahead(
+        self, context: tuple[str, tuple[str, ...], float, str], now: float, limit: int
+    ) -> list[Job]:
+        """The jobs a :meth:`wait` claimed ahead, when this claim asks for what that claim
+        was sent for (same worker, queues, lease and limits, ``now`` within
+        :data:`AHEAD_SKEW` of its time, at most ``limit`` jobs); the others are released."""
+        with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return []
+        sent_for, jobs = ahead
+        started = jobs[0].started_at or 0.0
+        if sent_for == context and started - AHEAD_EARLY <= now <= started + AHEAD_SKEW:
+            keep, extra = jobs[:limit], jobs[limit:]
+        else:
+            keep, extra = [], jobs
+        for job in extra:
+            self.release(job.id, job.lease or "", now=now)
+        return keep
 
     def extend_leases(
         self, leases: Mapping[str, str], *, now: float, lease: float
@@ -768,8 +829,74 @@ class RedisBackend:
         clients = self._ready()
         # Redis reads the timeout in milliseconds and treats 0 as "forever".
         block = max(math.ceil(min(timeout, MAX_BLOCK) * 1000) / 1000, 0.001)
+        wake = [self.keys.wake(q) for q in queues]
+        idle = self._idle_claim
+        if idle is None or idle[0][1] != tuple(queues):
+            with self._errors("a wait"):
+                clients.blocking.blpop(wake, timeout=block)
+            return
         with self._errors("a wait"):
-            clients.blocking.blpop([self.keys.wake(q) for q in queues], timeout=block)
+            self._wait_and_claim(clients, wake, block, *idle)
+
+    def _wait_and_claim(
+        self,
+        clients: _Clients,
+        wake: list[str],
+        block: float,
+        context: tuple[str, tuple[str, ...], float, str],
+        limit: int,
+    ) -> None:
+        """``BLPOP`` and, sent behind it in the same write, the claim that would follow.
+
+        Redis runs the claim as soon as the ``BLPOP`` returns (a token, or the timeout),
+        before it sleeps again, and sends both replies together: a woken worker has its
+        job without a round trip of its own. The claim takes ``now`` from the server's
+        clock less this host's offset (``T`` in ``claim.lua``), as this host's clock
+        would read then; :meth:`claim` hands its jobs over when called for the same
+        context (see :meth:`_take_ahead`).
+        """
+        worker_id, queues, lease, rules = context
+        offset = self._claim_offset(clients.main)
+        script = self._scripts(clients).claim
+        args: list[str | int] = [
+            "T" + repr(offset - AHEAD_EARLY),
+            repr(lease),
+            worker_id,
+            os.urandom(8).hex(),
+            limit,
+            PROMOTE_BATCH,
+            rules,
+            SKIP_MAX,
+            SKIP_PAGE,
+            *queues,
+        ]
+        declared = self.keys.declared
+        claim = _bulk(["EVALSHA", script.sha, len(declared), *declared, self.keys.root, *args])
+        blpop = _bulk(["BLPOP", *wake, repr(block)])
+        pool = clients.blocking.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command(
+                (b"*%d\r\n%s*%d\r\n%s" % (len(wake) + 2, blpop, 5 + len(args), claim),),
+                check_health=False,
+            )
+            conn.read_response()  # the token (or None): nothing to do with it
+            try:
+                reply = conn.read_response()
+            except redis.exceptions.NoScriptError:
+                reply = []  # not loaded yet: nothing ran, the next claim loads it
+        except BaseException:
+            conn.disconnect()  # a reply may still be on its way; the claimed jobs, if
+            pool.release(conn)  # any, are leased to nobody and rescued when it expires
+            raise
+        pool.release(conn)
+        jobs = self._jobs(reply)
+        if jobs:
+            with self._ahead_lock:
+                stale, self._ahead = self._ahead, (context, jobs)
+            if stale is not None:  # never taken (no claim came): give them back
+                for job in stale[1]:
+                    self.release(job.id, job.lease or "", now=time.time())
 
     # -- periodic tasks -----------------------------------------------------------
     def schedule_tick(self, name: str, tick: float, job: Job, *, now: float) -> Job | None:
@@ -941,6 +1068,14 @@ class RedisBackend:
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:
+        with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # claimed by a wait, never taken: give them back
+            for job in ahead[1]:
+                try:
+                    self.release(job.id, job.lease or "", now=time.time())
+                except BackendUnavailable:
+                    log.warning("could not give back job %s; it runs when its lease expires", job.id)
         with self._lock:
             clients, self._clients = self._clients, None
         if clients is not None and clients.pid == os.getpid():

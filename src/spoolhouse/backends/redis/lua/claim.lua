@@ -1,7 +1,10 @@
 -- claim.lua: move up to `limit` due jobs to running, serving queues in the order given.
 --
 -- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
--- ARGV: [1] root  [2] now  [3] lease_expires_at  [4] worker_id  [5] token head
+-- ARGV: [1] root  [2] now, or 'T' followed by the client's clock offset (server clock
+--       minus client clock, seconds): now is then the server's TIME minus the offset
+--       (a claim sent ahead, behind a BLPOP, see RedisBackend.wait)  [3] lease_expires_at,
+--       or with a 'T' now the lease in seconds  [4] worker_id  [5] token head
 --       [6] limit  [7] most scheduled jobs promoted per queue  [8] per-task limits as
 --       JSON, {"<task>": {"c": concurrency, "r": rate, "p": per}} (c and r optional),
 --       or '' for none  [9] most blocked jobs skipped per queue  [10] page size of
@@ -15,12 +18,17 @@
 --          replacing the job's earlier start) when [8] gives the task a rate, and
 --          only then: the rate of a task counts the starts of the claims that passed
 --          it (workers pass the limits of every task they know); a task with limits
---          never gets
---          more than min(c - busy[task], r - starts within (now - p, +inf)) jobs;
+--          never gets more than min(c - busy[task], r - starts within (now - p, +inf)) jobs;
 --          jobs of a task at its limit stay where they are in the ready set and
 --          the scan goes on behind them, past up to [9] of them per queue.
 
-local now = tonumber(ARGV[2])
+local now_s, lease_s = ARGV[2], ARGV[3]
+if string.sub(now_s, 1, 1) == 'T' then
+  local clock = redis.call('TIME')
+  local now_t = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 - tonumber(string.sub(now_s, 2))
+  now_s, lease_s = fmt(now_t), fmt(now_t + tonumber(lease_s))
+end
+local now = tonumber(now_s)
 local limit = tonumber(ARGV[6])
 local promote = tonumber(ARGV[7])
 local limits = {}
@@ -68,7 +76,7 @@ for qi = 11, #ARGV do
   local queue = ARGV[qi]
   local ready, sched = k_ready(queue), k_sched(queue)
   -- scheduled jobs that became due join the ready set first
-  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', ARGV[2], 'LIMIT', 0, promote)
+  local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now_s, 'LIMIT', 0, promote)
   for _, id in ipairs(due) do
     redis.call('ZREM', sched, id)
     local f = redis.call('HMGET', k_job(id), 'state', 'priority', '_rk')
@@ -116,12 +124,12 @@ for qi = 11, #ARGV do
             allowance[f[9]] = left - 1
           end
           redis.call('HSET', jk, 'state', 'running', 'attempt', fmt(tonumber(f[10] or '0') + 1),
-            'started_at', ARGV[2], 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
-            'lease_expires_at', ARGV[3])
-          start_running(id, f, ARGV[3])
+            'started_at', now_s, 'worker_id', ARGV[4], 'lease', ARGV[5] .. '.' .. (#out + 1),
+            'lease_expires_at', lease_s)
+          start_running(id, f, lease_s)
           local rule = limits[f[9]]
           if type(rule) == 'table' and type(rule.r) == 'number' then
-            redis.call('ZADD', k_started(f[9]), ARGV[2], id)
+            redis.call('ZADD', k_started(f[9]), now_s, id)
           end
           out[#out + 1] = redis.call('HGETALL', jk)
         end

@@ -10,7 +10,7 @@ from test_redis_backend import make_job, rb  # noqa: F401 (the fixture)
 
 from spoolhouse.backends.redis import RedisBackend
 from spoolhouse.backends.redis import backend as backend_module
-from spoolhouse.job import JobState
+from spoolhouse.job import Job, JobState
 
 
 @pytest.fixture
@@ -30,6 +30,16 @@ def _spool_soon(store: RedisBackend, delay: float = 0.05, **fields: object) -> t
     thread = threading.Thread(target=spool)
     thread.start()
     return thread
+
+
+def _claimed_ahead(store: RedisBackend) -> list[Job]:
+    """An empty claim, a wait woken by an enqueue: the jobs that wait claimed ahead."""
+    assert store.claim(["default"], worker_id="w", now=time.time(), lease=30) == []
+    thread = _spool_soon(store)
+    store.wait(["default"], 5)
+    thread.join()
+    assert store._ahead is not None
+    return store._ahead[1]
 
 
 def _scripts_run(store: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -65,11 +75,7 @@ def test_a_woken_wait_has_claimed_for_the_next_claim(
 
 
 def test_a_claim_for_something_else_gives_the_jobs_back(store: RedisBackend) -> None:
-    assert store.claim(["default"], worker_id="w", now=time.time(), lease=30) == []
-    thread = _spool_soon(store)
-    store.wait(["default"], 5)
-    thread.join()
-    assert store._ahead is not None
+    _claimed_ahead(store)
     # another worker id: the jobs claimed ahead go back, attempt and all, and this claim
     # takes them itself
     [job] = store.claim(["default"], worker_id="other", now=time.time(), lease=30)
@@ -78,13 +84,7 @@ def test_a_claim_for_something_else_gives_the_jobs_back(store: RedisBackend) -> 
 
 
 def test_a_claim_at_another_time_gives_the_jobs_back(store: RedisBackend) -> None:
-    assert store.claim(["default"], worker_id="w", now=time.time(), lease=30) == []
-    thread = _spool_soon(store)
-    store.wait(["default"], 5)
-    thread.join()
-    claimed = store._ahead
-    assert claimed is not None
-    [ahead] = claimed[1]
+    [ahead] = _claimed_ahead(store)
     far = time.time() - 3600  # a fake clock an hour behind: the job is not due for it
     assert store.claim(["default"], worker_id="w", now=far, lease=30) == []
     back = store.get(ahead.id)
@@ -93,11 +93,7 @@ def test_a_claim_at_another_time_gives_the_jobs_back(store: RedisBackend) -> Non
 
 
 def test_close_gives_back_what_no_claim_took(store: RedisBackend) -> None:
-    assert store.claim(["default"], worker_id="w", now=time.time(), lease=30) == []
-    thread = _spool_soon(store)
-    store.wait(["default"], 5)
-    thread.join()
-    assert store._ahead is not None
+    _claimed_ahead(store)
     store.close()
     assert store.counts() == {"default": {"pending": 1}}
 

@@ -156,6 +156,19 @@ def _limits_json(limits: Mapping[str, TaskLimit] | None) -> str:
     return json.dumps(rules, allow_nan=False) if rules else ""
 
 
+def _claim_args(
+    now: str, lease: str, context: tuple[str, tuple[str, ...], float, str], limit: int
+) -> list[str | int]:
+    """The ARGV of ``claim.lua`` after the root: ``now`` and ``lease`` as the script reads
+    them, then the worker id, a new token head, ``limit``, the bounds, the limits
+    (JSON) and the queues of ``context`` (worker id, queues, lease, limits)."""
+    worker_id, queues, _, rules = context
+    return [
+        now, lease, worker_id, os.urandom(8).hex(), limit, PROMOTE_BATCH, rules, SKIP_MAX,
+        SKIP_PAGE, *queues,
+    ]
+
+
 def _minute(now: float) -> str:
     """The stats minute of a transition at ``now``: ``floor(now / 60)`` in decimal.
 
@@ -662,18 +675,7 @@ class RedisBackend:
         ahead = self._take_ahead(context, now, limit)
         if ahead:
             return ahead
-        args = [
-            float_text(now),
-            float_text(now + lease),
-            worker_id,
-            os.urandom(8).hex(),
-            limit,
-            PROMOTE_BATCH,
-            rules,
-            SKIP_MAX,
-            SKIP_PAGE,
-            *queues,
-        ]
+        args = _claim_args(float_text(now), float_text(now + lease), context, limit)
         jobs = self._jobs(self._run("claim", args))
         # a claim that found nothing is usually followed by wait() on the same queues
         self._idle_claim = None if jobs else (context, limit)
@@ -855,21 +857,9 @@ class RedisBackend:
         would read then; :meth:`claim` hands its jobs over when called for the same
         context (see :meth:`_take_ahead`).
         """
-        worker_id, queues, lease, rules = context
         offset = self._claim_offset(clients.main)
         script = self._scripts(clients).claim
-        args: list[str | int] = [
-            "T" + repr(offset - AHEAD_EARLY),
-            repr(lease),
-            worker_id,
-            os.urandom(8).hex(),
-            limit,
-            PROMOTE_BATCH,
-            rules,
-            SKIP_MAX,
-            SKIP_PAGE,
-            *queues,
-        ]
+        args = _claim_args("T" + repr(offset - AHEAD_EARLY), repr(context[2]), context, limit)
         declared = self.keys.declared
         claim = _bulk(["EVALSHA", script.sha, len(declared), *declared, self.keys.root, *args])
         blpop = _bulk(["BLPOP", *wake, repr(block)])

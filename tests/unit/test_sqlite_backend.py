@@ -181,20 +181,64 @@ def test_worker_synchronous_defaults_to_normal_at_most(query: str, expected: tup
     assert (opts.synchronous, opts.worker_synchronous) == expected
 
 
-def test_enqueues_commit_at_full_and_worker_transitions_at_normal(backend: SQLiteBackend) -> None:
-    """Each write sets the connection's synchronous level for what it is (same thread)."""
-    job = make_job()
-    backend.enqueue(job, now=NOW)
-    assert pragma(backend, "synchronous") == 2  # FULL: the caller was told it is stored
+def test_durable_writes_sync_the_wal_after_the_wake_up_and_worker_writes_do_not(
+    backend: SQLiteBackend, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At FULL, an enqueue commits at NORMAL, wakes the workers, then fdatasyncs the
+    WAL (what COMMIT at FULL would do) before it returns; workers' writes never sync."""
+    events: list[tuple[str, str]] = []
+    real = sqlite_module._datasync
+
+    def datasync(fd: int) -> None:
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(sqlite_module, "_datasync", datasync)
+    monkeypatch.setattr(backend._wake, "notify", lambda queue: events.append(("wake", queue)))
+    wal = f"{db_path}-wal"
+    backend.enqueue(make_job(), now=NOW)
+    assert events == [("wake", "default"), ("sync", wal)]
+    assert pragma(backend, "synchronous") == 1  # the commit itself: the sync is ours
+    events.clear()
     (claimed,) = backend.claim(["default"], worker_id="w", now=NOW, lease=30)
-    assert pragma(backend, "synchronous") == 1  # NORMAL: a lost claim only runs it again
     assert backend.complete_many([(claimed.id, claimed.lease or "", None, None)], now=NOW) == [True]
-    assert pragma(backend, "synchronous") == 1
-    other = make_job(id=new_job_id(NOW))
-    backend.enqueue(other, now=NOW)
-    assert pragma(backend, "synchronous") == 2
+    assert events == []  # NORMAL: a lost claim or ack only runs the job again
+    backend.enqueue_many([make_job(queue="a"), make_job(queue="b")], now=NOW)
+    assert events == [("wake", "a"), ("wake", "b"), ("sync", wal)]
+    events.clear()
+    other = backend.enqueue(make_job(id=new_job_id(NOW)), now=NOW)
+    events.clear()
     assert backend.cancel(other.id, now=NOW) is not None
-    assert pragma(backend, "synchronous") == 2  # an operator's action: FULL
+    assert events == [("sync", wal)]  # an operator's action: durable too
+    events.clear()
+    # a write that fails syncs nothing; a sync that fails is an error the caller sees
+    with pytest.raises(ValueError), backend._write("enqueue"):
+        raise ValueError("rolled back")
+    backend._sync_wal("enqueue")
+    assert events == []
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_module, "_datasync", broken)
+    job = make_job()
+    with pytest.raises(BackendUnavailable, match="syncing the WAL to disk failed"):
+        backend.enqueue(job, now=NOW)
+    assert backend.get(job.id) is not None  # committed: the error says so
+
+
+@pytest.mark.parametrize(("query", "level"), [("?synchronous=EXTRA", 3), ("?synchronous=NORMAL", 1)])
+def test_other_sync_levels_leave_the_wal_to_sqlite(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, query: str, level: int
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(sqlite_module, "_datasync", synced.append)
+    b = SQLiteBackend(f"sqlite:///{db_path}{query}")
+    try:
+        b.enqueue(make_job(), now=NOW)
+        assert pragma(b, "synchronous") == level and synced == []
+    finally:
+        b.close()
 
 
 def test_extra_pragmas(db_path: Path) -> None:

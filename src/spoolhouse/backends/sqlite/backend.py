@@ -161,6 +161,9 @@ def parse_url(
     )
 
 
+_datasync: Final = getattr(os, "fdatasync", os.fsync)
+
+
 def _is_storage_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
     """Whether ``exc`` is about the file or the lock (mapped to a typed error), not the SQL.
 
@@ -228,6 +231,7 @@ class _Local(threading.local):
     autocheckpoint: bool = True  # the connection's wal_autocheckpoint is on
     synchronous: str = ""  # the connection's PRAGMA synchronous now
     unchecked: int = 0  # producer commits since this thread last checkpointed
+    unsynced: bool = False  # this thread's last commit waits for _sync_wal
 
 
 class SQLiteBackend:
@@ -410,6 +414,15 @@ class SQLiteBackend:
     @contextlib.contextmanager
     def _transaction(self, op: str, deadline: float) -> Iterator[sqlite3.Connection]:
         producer = op in _PRODUCER_OPS
+        durable = op in _DURABLE_OPS
+        sync = self.options.synchronous if durable else self.options.worker_synchronous
+        # A durable write at FULL commits at NORMAL and then syncs the WAL itself
+        # (_sync_wal) before its caller hears "done": the same guarantee, but a
+        # producer sends its wake-up between the two, so a worker claims the job
+        # while the disk is still syncing instead of after.
+        own_sync = durable and sync == "FULL"
+        if own_sync:
+            sync = "NORMAL"
         try:
             conn = self._connection()
             local = self._local
@@ -417,8 +430,6 @@ class SQLiteBackend:
                 pages = 0 if producer else self._autocheckpoint_pages
                 conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
                 local.autocheckpoint = not producer
-            sync = (self.options.synchronous if op in _DURABLE_OPS
-                    else self.options.worker_synchronous)
             if local.synchronous != sync:
                 conn.execute(f"PRAGMA synchronous = {sync}")
                 local.synchronous = sync
@@ -439,11 +450,39 @@ class SQLiteBackend:
             if _is_storage_error(exc):
                 raise self._translate(exc, op) from exc
             raise
+        if own_sync:
+            self._local.unsynced = True
+            if not producer:
+                self._sync_wal(op)  # a producer syncs after its wake-up
         if producer:
             self._local.unchecked += 1
             if self._local.unchecked >= _PRODUCER_CHECKPOINT_EVERY:
                 self._local.unchecked = 0
                 self._checkpoint(conn)
+
+    def _sync_wal(self, op: str) -> None:
+        """Make this thread's last commit durable, if it was made at NORMAL for FULL.
+
+        ``fdatasync`` of the ``-wal`` file: what SQLite does inside ``COMMIT`` at
+        FULL. Our connection is open, so the file exists and is the one SQLite
+        just appended the commit to.
+        """
+        local = self._local
+        if not local.unsynced:
+            return
+        local.unsynced = False
+        try:
+            fd = os.open(self.path + "-wal", os.O_RDWR)  # Windows needs write access to sync
+            try:
+                _datasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"SQLite {op} on {self.path}: committed, but syncing the WAL to disk failed "
+                f"({exc.strerror or exc}); it may not survive a power cut. Check the disk "
+                "(dmesg), then look the job up before spooling it again"
+            ) from exc
 
     def _until_not_busy(
         self, conn: sqlite3.Connection, sql: str, deadline: float | None = None
@@ -577,10 +616,13 @@ class SQLiteBackend:
         return [_to_job(conn.execute(_BY_ID, (job.id,)).fetchone()) for job in jobs]
 
     def enqueue(self, job: Job, *, now: float) -> Job:
-        with self._write("enqueue") as conn:
-            stored, inserted = self._insert(conn, job, now)
-        if inserted:
-            self._wake.notify(stored.queue)
+        try:
+            with self._write("enqueue") as conn:
+                stored, inserted = self._insert(conn, job, now)
+            if inserted:
+                self._wake.notify(stored.queue)
+        finally:
+            self._sync_wal("enqueue")  # durable before we return, woken workers meanwhile
         return stored
 
     def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
@@ -588,27 +630,30 @@ class SQLiteBackend:
             return []
         stored: list[Job] = []
         queues: set[str] = set()
-        with self._write("enqueue_many") as conn:
-            # in order: runs of unkeyed jobs in one statement each, keyed jobs one by one
-            start = 0
-            while start < len(jobs):
-                if jobs[start].key is not None:
-                    record, inserted = self._insert(conn, jobs[start], now)
-                    stored.append(record)
-                    if inserted:
-                        queues.add(record.queue)
-                    start += 1
-                    continue
-                end = start + 1
-                while end < len(jobs) and jobs[end].key is None:
-                    end += 1
-                records = self._insert_unkeyed(conn, jobs[start:end])
-                stored.extend(records)
-                # a record read back may not be new: an extra wake-up is harmless
-                queues.update(record.queue for record in records)
-                start = end
-        for queue in sorted(queues):
-            self._wake.notify(queue)
+        try:
+            with self._write("enqueue_many") as conn:
+                # in order: runs of unkeyed jobs in one statement each, keyed jobs one by one
+                start = 0
+                while start < len(jobs):
+                    if jobs[start].key is not None:
+                        record, inserted = self._insert(conn, jobs[start], now)
+                        stored.append(record)
+                        if inserted:
+                            queues.add(record.queue)
+                        start += 1
+                        continue
+                    end = start + 1
+                    while end < len(jobs) and jobs[end].key is None:
+                        end += 1
+                    records = self._insert_unkeyed(conn, jobs[start:end])
+                    stored.extend(records)
+                    # a record read back may not be new: an extra wake-up is harmless
+                    queues.update(record.queue for record in records)
+                    start = end
+            for queue in sorted(queues):
+                self._wake.notify(queue)
+        finally:
+            self._sync_wal("enqueue_many")
         return stored
 
     # -- worker ------------------------------------------------------------------

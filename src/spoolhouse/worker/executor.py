@@ -71,15 +71,18 @@ def execute(
             expires_at=_expiry(now(), spooler.failed_ttl),
         )
 
-    def call() -> Any:
-        return task.fn(*args, **kwargs)
+    call: Callable[[], Any] | None = None
+    if spooler.middleware:
 
-    for middleware in reversed(spooler.middleware):
-        call = _wrap(middleware, running, call)
+        def call() -> Any:
+            return task.fn(*args, **kwargs)
+
+        for middleware in reversed(spooler.middleware):
+            call = _wrap(middleware, running, call)
 
     token = set_current(running)
     try:
-        value = call()
+        value = task.fn(*args, **kwargs) if call is None else call()
     except Retry as exc:
         error = error_text("retry", "Retry", str(exc))
         if not exc.count:

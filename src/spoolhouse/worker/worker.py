@@ -232,9 +232,10 @@ class Worker:
             running.request_abort()
         return running
 
-    def _execute(self, job: Job) -> tuple[Outcome, float]:
-        with self._lock:
-            running = self._held[job.id][1]
+    def _execute(self, job: Job, running: RunningJob | None = None) -> tuple[Outcome, float]:
+        if running is None:
+            with self._lock:
+                running = self._held[job.id][1]
         signals.send(signals.job_started, self.spooler, job=job)
         began = time.perf_counter()
         outcome = execute(self.spooler, job, running, now=self.spooler.clock.now, rng=self.rng)
@@ -485,39 +486,30 @@ class Worker:
 
     def _executor_loop(self) -> None:
         previous: Job | None = None  # ran last on this thread; the supervisor is not told yet
+        job: Job | None = None  # taken from _ready, to run next
+        running: RunningJob | None = None
         while True:
-            with self._changed:
-                if not self._ready and previous is not None and self.on_ran is not None:
-                    idle_after, previous = previous, None
-                else:
-                    idle_after = None
-            if idle_after is not None:
-                self.on_ran(idle_after)  # type: ignore[misc]
-            claim = False
-            with self._changed:
-                self._idle += 1
-                while not self._ready and not self._done_running.is_set():
-                    if not self._claiming and not self._over():
-                        self._claiming = claim = True  # nothing to run: claim for myself
-                        break
-                    self._changed.wait()
-                self._idle -= 1
-            if claim:
-                try:
-                    self._claim_turn()
-                except BaseException as exc:  # as if the claim loop itself had raised
-                    log.exception("claiming failed; the worker stops")
-                    self._failure = exc
-                    self.stop()
-            with self._changed:
-                if self._done_running.is_set():
-                    return
-                if not self._ready:
-                    continue  # the claim found nothing (or another thread took it): again
-                job = self._ready.popleft()
-                self._running += 1
-                self._started[job.id] = self.spooler.clock.monotonic()
-                self._changed.notify_all()
+            if job is None:
+                with self._changed:
+                    if not self._ready and previous is not None and self.on_ran is not None:
+                        idle_after, previous = previous, None
+                    else:
+                        idle_after = None
+                if idle_after is not None:
+                    self.on_ran(idle_after)  # type: ignore[misc]
+                job, running, claim = self._next_job()
+                if claim:
+                    try:
+                        self._claim_turn()
+                    except BaseException as exc:  # as if the claim loop itself had raised
+                        log.exception("claiming failed; the worker stops")
+                        self._failure = exc
+                        self.stop()
+                    continue
+                if job is None:
+                    return  # the worker is done running jobs
+            assert running is not None
+            duration: float | None = None
             try:
                 if job.lost:
                     # this job took a worker down before: record the others' successes
@@ -526,20 +518,18 @@ class Worker:
                 if self.on_start is not None:
                     self.on_start(job, previous)
                 previous = None
-                outcome, duration = self._execute(job)
-                with self._lock:
-                    self._avg = duration if self._avg is None else 0.8 * self._avg + 0.2 * duration
+                outcome, duration = self._execute(job, running)
                 if isinstance(outcome, Complete):
                     with self._ack_ready:
                         while len(self._acks) >= ACK_BATCH and not self._done_running.is_set():
                             self._ack_ready.notify_all()
                             self._ack_ready.wait(ACK_DELAY)  # back-pressure: the flusher is behind
                         self._acks.append((job, outcome, duration))
-                        with self._lock:
-                            idle = not self._ready
                         # the first ack starts the flusher's ACK_DELAY clock; an idle
-                        # worker or a full buffer has it flush at once
-                        if idle or len(self._acks) == 1 or len(self._acks) >= ACK_BATCH:
+                        # worker or a full buffer has it flush at once (_ready is read
+                        # without the lock: a stale answer only moves the flush)
+                        if (not self._ready or len(self._acks) == 1
+                                or len(self._acks) >= ACK_BATCH):
                             self._ack_ready.notify_all()
                 else:
                     self._record(job, outcome, duration)
@@ -548,10 +538,43 @@ class Worker:
                               "expire and it will run again", job.id)
             finally:
                 previous = job
+                # one turn of the lock to finish this job and, if one waits, take the next
                 with self._changed:
                     self._running -= 1
                     self._started.pop(job.id, None)
+                    if duration is not None:
+                        self._avg = (duration if self._avg is None
+                                     else 0.8 * self._avg + 0.2 * duration)
+                    job = running = None
+                    if self._ready and not self._done_running.is_set():
+                        job, running = self._take_ready()
                     self._changed.notify_all()
+
+    def _next_job(self) -> tuple[Job | None, RunningJob | None, bool]:
+        """Wait for a job to run; ``(job, its RunningJob, False)``, or ``(None, None,
+        True)`` when this thread should claim, or ``(None, None, False)`` when done."""
+        with self._changed:
+            self._idle += 1
+            try:
+                while not self._ready and not self._done_running.is_set():
+                    if not self._claiming and not self._over():
+                        self._claiming = True  # nothing to run: claim for myself
+                        return None, None, True
+                    self._changed.wait()
+            finally:
+                self._idle -= 1
+            if self._done_running.is_set():
+                return None, None, False
+            job, running = self._take_ready()
+            self._changed.notify_all()
+            return job, running, False
+
+    def _take_ready(self) -> tuple[Job, RunningJob]:
+        """Take the next claimed job to run (lock held)."""
+        job = self._ready.popleft()
+        self._running += 1
+        self._started[job.id] = self.spooler.clock.monotonic()
+        return job, self._held[job.id][1]
 
     def _flush_loop(self) -> None:
         while not self._done_running.is_set() or self._acks:

@@ -18,7 +18,7 @@ from .backends.base import Backend
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigurationError, PayloadTooLarge, UnknownTask
 from .handle import JobHandle
-from .job import Job, JobState, new_job_id
+from .job import Job, JobState, new_job_id, new_job_ids
 from .periodic import Missed, Schedule, interval_seconds, parse_rate, parse_tz
 from .redact import DEFAULT_REDACT, Redactor
 from .registry import Registry, default_name
@@ -395,17 +395,41 @@ class Spooler:
         headers: dict[str, str] | None = None,
     ) -> Job:
         """Validate a call and its options and make the job record; stores nothing."""
+        shared = self._shared_fields(task, opts, now)
+        return Job(
+            id=new_job_id(now),
+            payload=self._payload(task, args, kwargs),
+            headers=self._headers(task, shared["queue"], headers),
+            **shared,
+        )
+
+    def _shared_fields(self, task: Task[Any, Any], opts: SpoolOptions, now: float) -> dict[str, Any]:
+        """The fields of a job that depend on the task and the options, not the call."""
         if task.name not in self.registry:
             raise UnknownTask(
                 f"task {task.name!r} is not registered with this spooler; decorate it with "
                 "@spooler.task on the spooler you spool through"
             )
-        task.check_call(args, kwargs)
         config = task.config
         run_at = resolve_run_at(now, at=opts.at, delay=opts.delay)
         retries = config.retry.retries
         if opts.retries is not None:
             retries = RetryPolicy(retries=opts.retries).retries
+        return {
+            "task": task.name,
+            "queue": config.queue if opts.queue is None else check_queue(opts.queue),
+            "priority": config.priority if opts.priority is None else check_priority(opts.priority),
+            "run_at": run_at,
+            "max_attempts": retries + 1,
+            "timeout": config.timeout if opts.timeout is None else check_timeout(opts.timeout),
+            "key": check_key(opts.key),
+            "created_at": now,
+            "result_ttl": config.result_ttl,
+        }
+
+    def _payload(self, task: Task[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+        """The call checked against the task's signature and serialized."""
+        task.check_call(args, kwargs)
         # refuse an obviously oversized call before paying for its serialization
         flat = sum(len(v) for v in (*args, *kwargs.values()) if isinstance(v, str | bytes))
         if flat > self.max_payload:
@@ -413,24 +437,18 @@ class Spooler:
         payload = self.serializer.dumps_call(args, kwargs)
         if len(payload) > self.max_payload:
             raise PayloadTooLarge(len(payload), self.max_payload)
-        queue = config.queue if opts.queue is None else check_queue(opts.queue)
-        headers = dict(headers or {})
+        return payload
+
+    def _headers(
+        self, task: Task[Any, Any], queue: str, headers: dict[str, str] | None
+    ) -> str | None:
+        """The job's headers: those given, then each spool hook's (trace context, ...)."""
+        if not headers and not self.spool_hooks:
+            return None
+        merged = dict(headers or {})
         for hook in self.spool_hooks:
-            headers.update(hook(task.name, queue) or {})
-        return Job(
-            id=new_job_id(now),
-            task=task.name,
-            queue=queue,
-            payload=payload,
-            priority=config.priority if opts.priority is None else check_priority(opts.priority),
-            run_at=run_at,
-            max_attempts=retries + 1,
-            timeout=config.timeout if opts.timeout is None else check_timeout(opts.timeout),
-            key=check_key(opts.key),
-            created_at=now,
-            result_ttl=config.result_ttl,
-            headers=json.dumps(headers, sort_keys=True) if headers else None,
-        )
+            merged.update(hook(task.name, queue) or {})
+        return json.dumps(merged, sort_keys=True) if merged else None
 
     def enqueue_call(
         self, task: Task[P, R], args: Sequence[Any], kwargs: dict[str, Any], opts: SpoolOptions
@@ -449,14 +467,25 @@ class Spooler:
         opts: SpoolOptions,
     ) -> list[JobHandle[R]]:
         now = self.clock.now()
-        jobs = []
+        # the options are checked once for the batch, each call on its own
+        shared = self._shared_fields(task, opts, now)
+        queue = shared["queue"]
+        payloads: list[tuple[bytes, str | None]] = []
         for index, (args, kwargs) in enumerate(calls):
             try:
-                jobs.append(self.build_job(task, args, kwargs, opts, now))
+                payloads.append(
+                    (self._payload(task, args, kwargs), self._headers(task, queue, None))
+                )
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"item {index}: {exc}") from exc
-        if not jobs:
+        if not payloads:
             return []
+        jobs = [
+            Job(id=job_id, payload=payload, headers=headers, **shared)
+            for job_id, (payload, headers) in zip(
+                new_job_ids(len(payloads), now), payloads, strict=True
+            )
+        ]
         stored = self.backend.enqueue_many(jobs, now=now)
         if signals.job_spooled.receivers:
             for new, kept in zip(jobs, stored, strict=True):

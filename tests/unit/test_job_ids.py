@@ -34,3 +34,14 @@ def test_ids_from_many_threads_are_unique() -> None:
     every = [i for chunk in out for i in chunk]
     assert len(set(every)) == len(every)
     assert all(chunk == sorted(chunk) for chunk in out)
+
+
+def test_a_batch_of_ids_continues_the_sequence_of_single_ones() -> None:
+    from spoolhouse.job import new_job_ids
+
+    at = 1_900_000_000.0
+    ids = [new_job_id(at), *new_job_ids(3000, at), new_job_id(at), *new_job_ids(2, at)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert all((uuid.UUID(i).int >> 80) >= 1_900_000_000_000 for i in ids)
+    assert new_job_ids(0) == []

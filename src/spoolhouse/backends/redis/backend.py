@@ -19,12 +19,15 @@ Scripts are the hot path (enqueue for producers, claim and complete for
 workers), so they skip most of redis-py: the ``EVALSHA`` is written in RESP by
 :func:`_bulk` (its head, script and keys, packed once per script), sent on a
 connection of the right pool kept aside between calls, and the reply read with
-the connection's own parser; a ``NOSCRIPT`` reply loads the script and sends
-again (nothing ran). Every other command goes through redis-py.
+the connection's own parser; a ``NOSCRIPT`` reply sends the script's source
+with ``EVAL`` (nothing ran). On Redis 7 the same calls are ``FCALL``s of the
+functions of :func:`.scripts.library`, loaded on a ``Function not found``
+reply. Every other command goes through redis-py.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -49,7 +52,7 @@ from ...job import FINAL_STATES, Job, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .codec import decode_job, encode_job, encode_job_resp, float_text, order_key, pairs
 from .keys import Keyspace
-from .scripts import READ_ONLY, Scripts, source
+from .scripts import NAMES, READ_ONLY, Scripts, library, source
 
 log = logging.getLogger("spoolhouse.backends.redis")
 
@@ -107,6 +110,16 @@ _STATE_VALUES = frozenset(s.value for s in JobState)
 _READ_ONLY_SHAS = frozenset(
     hashlib.sha1(source(name, flags=True).encode()).hexdigest() for name in READ_ONLY
 )
+
+
+@functools.cache
+def _function_names() -> dict[str, str]:
+    """sha of a script as sent to Redis 7 -> the name of its function in :func:`library`."""
+    lib, _ = library()
+    return {
+        hashlib.sha1(source(name, flags=True).encode()).hexdigest(): f"{lib}_{name}"
+        for name in NAMES
+    }
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
 
 
@@ -275,6 +288,9 @@ class RedisBackend:
         self._precise_offset_at = 0.0
         # sha -> RESP of EVALSHA, the sha, the KEYS and the root: the head of a script call
         self._heads: dict[str, bytes] = {}
+        # Redis 7 runs the scripts as functions (FCALL) unless loading the library failed
+        # for good (no permission): then EVALSHA, as on Redis 6
+        self._functions = True
         # The claim ahead (see wait): the context and limit of the last claim that found
         # nothing, and the jobs a wait claimed for the claim that follows it.
         self._ahead_lock = threading.Lock()
@@ -406,7 +422,8 @@ class RedisBackend:
         except redis.exceptions.NoPermissionError as exc:
             raise ConfigurationError(
                 f"the Redis user of {self.url} may not run {what} ({exc}); grant it the "
-                f"keys {self.keys.pattern} and the commands EVALSHA, EVALSHA_RO, EVAL, EVAL_RO, "
+                f"keys {self.keys.pattern} and the commands FCALL, FCALL_RO, FUNCTION LOAD, EVALSHA, "
+                "EVALSHA_RO, EVAL, EVAL_RO, "
                 "BLPOP, EXISTS, HGETALL, SMEMBERS, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, "
                 "TIME (and CONFIG GET)"
             ) from exc
@@ -580,16 +597,23 @@ class RedisBackend:
 
         Same outcome as ``Script.__call__``, with less Python.
         """
-        head = self._heads.get(script.sha)
-        # A read-only script on Redis 7 runs as EVALSHA_RO: a paused server (CLIENT PAUSE
-        # WRITE) holds back an EVALSHA of a script it does not know, which it must take
-        # for a write, but answers an EVALSHA_RO (NOSCRIPT, then EVAL_RO runs it).
+        # A read-only script on Redis 7 runs as FCALL_RO or EVALSHA_RO: a paused server
+        # (CLIENT PAUSE WRITE) holds back a call it must take for a write (an unknown
+        # script, or a function not loaded yet), but answers the _RO forms (an error,
+        # and then EVAL_RO runs the source).
         read_only = script.sha in _READ_ONLY_SHAS
+        function = self._flags and self._functions
+        key = ("f" if function else "s") + script.sha
+        head = self._heads.get(key)
         if head is None:
             declared = self.keys.declared
-            command = "EVALSHA_RO" if read_only else "EVALSHA"
-            head = _bulk([command, script.sha, len(declared), *declared, self.keys.root])
-            self._heads[script.sha] = head
+            if function:
+                command = "FCALL_RO" if read_only else "FCALL"
+                target = _function_names()[script.sha]
+            else:
+                command, target = ("EVALSHA_RO" if read_only else "EVALSHA"), script.sha
+            head = _bulk([command, target, len(declared), *declared, self.keys.root])
+            self._heads[key] = head
         packed = b"*%d\r\n%s%s" % (5 + count, head, argv)
         pool = client.connection_pool
         try:
@@ -608,10 +632,18 @@ class RedisBackend:
             conn.send_packed_command((packed,), check_health=False)
             try:
                 reply = conn.read_response()
-            except redis.exceptions.NoScriptError:
-                # not loaded (a restarted or flushed server): nothing ran; send the source
-                # with EVAL (EVAL_RO), which also caches it: one round trip, and a read-only
-                # script runs at once on a paused server, which would hold SCRIPT LOAD back
+            except redis.exceptions.ResponseError as exc:
+                # not loaded (a new, restarted or flushed server): nothing ran. Load the
+                # functions and call again, or send the script's source with EVAL
+                # (EVAL_RO), which also caches it: a read-only script then runs at once on
+                # a paused server, which would hold FUNCTION LOAD or SCRIPT LOAD back
+                if isinstance(exc, redis.exceptions.NoScriptError):
+                    pass
+                elif not (function and str(exc).startswith("Function not found")):
+                    raise
+                elif not read_only and self._load_library(conn):
+                    conn.send_packed_command((packed,), check_health=False)
+                    return self._kept(idle, conn, conn.read_response())
                 declared = self.keys.declared
                 command = "EVAL_RO" if read_only else "EVAL"
                 source = _bulk([command, script.script, len(declared), *declared, self.keys.root])
@@ -628,6 +660,27 @@ class RedisBackend:
             raise
         idle.append(conn)
         return reply
+
+    @staticmethod
+    def _kept(idle: list[Any], conn: Any, reply: Any) -> Any:
+        idle.append(conn)
+        return reply
+
+    def _load_library(self, conn: Any) -> bool:
+        """``FUNCTION LOAD`` the scripts' library on ``conn``; False when it cannot be
+        loaded now (out of memory, a replica) or ever (no permission: then no more tries)."""
+        name, text = library()
+        conn.send_packed_command(conn.pack_command("FUNCTION", "LOAD", text), check_health=False)
+        try:
+            conn.read_response()
+        except redis.exceptions.ResponseError as exc:
+            if "already exists" in str(exc):
+                return True  # another process loaded it meanwhile
+            if isinstance(exc, redis.exceptions.NoPermissionError):
+                log.warning("cannot load the Redis functions %s (%s); using EVALSHA", name, exc)
+                self._functions = False
+            return False
+        return True
 
     def _server_offset(self, client: redis.Redis) -> float:
         """Seconds to add to this host's clock to get the server's (``TIME``), refreshed now and then."""
@@ -861,7 +914,11 @@ class RedisBackend:
         script = self._scripts(clients).claim
         args = _claim_args("T" + repr(offset - AHEAD_EARLY), repr(context[2]), context, limit)
         declared = self.keys.declared
-        claim = _bulk(["EVALSHA", script.sha, len(declared), *declared, self.keys.root, *args])
+        if self._flags and self._functions:
+            command, target = "FCALL", _function_names()[script.sha]
+        else:
+            command, target = "EVALSHA", script.sha
+        claim = _bulk([command, target, len(declared), *declared, self.keys.root, *args])
         blpop = _bulk(["BLPOP", *wake, repr(block)])
         pool = clients.blocking.connection_pool
         conn: Any = pool.get_connection()
@@ -873,7 +930,11 @@ class RedisBackend:
             conn.read_response()  # the token (or None): nothing to do with it
             try:
                 reply = conn.read_response()
-            except redis.exceptions.NoScriptError:
+            except redis.exceptions.ResponseError as exc:
+                if not isinstance(exc, redis.exceptions.NoScriptError) and not str(
+                    exc
+                ).startswith("Function not found"):
+                    raise
                 reply = []  # not loaded yet: nothing ran, the next claim loads it
         except BaseException:
             conn.disconnect()  # a reply may still be on its way; the claimed jobs, if

@@ -15,8 +15,10 @@ Inside ``run()``:
   the store to its task on one thread, with no hand-off. The calling thread
   takes the turn only while every executor is busy, to claim ahead of them;
 * a flusher thread records successes in batches (``complete_many``) within
-  :data:`ACK_DELAY` seconds, at once when nothing else is waiting; other
-  outcomes are recorded right away. An ack delayed by batching is never lost:
+  :data:`ACK_DELAY` seconds, at once when nothing else is waiting; a claim
+  takes the successes buffered by then along into its own transaction when
+  the backend has ``complete_and_claim``; other outcomes are recorded right
+  away. An ack delayed by batching is never lost:
   the job stays leased (and heartbeated) until its batch commits, and runs
   again, at most once more, if the process dies first;
 * a heartbeat thread extends the leases of every job the worker holds.

@@ -13,8 +13,9 @@ import enum
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 
 class JobState(enum.StrEnum):
@@ -77,6 +78,29 @@ class Job:
     def replace(self, **changes: Any) -> Job:
         """Return a copy with ``changes`` applied (records are immutable)."""
         return dataclasses.replace(self, **changes)
+
+
+#: Job's field names, in declaration order.
+FIELDS: Final = tuple(f.name for f in dataclasses.fields(Job))
+# the slot descriptors of Job's fields, in the order of FIELDS
+_SETTERS: Final = tuple(getattr(Job, name).__set__ for name in FIELDS)
+
+
+def job_from_values(values: Sequence[Any]) -> Job:
+    """A Job from the values of :data:`FIELDS`, in order, taken as they are.
+
+    For code that makes many jobs from values it has already checked (a store's
+    rows, a batch of spooled calls): it sets the slots directly, where
+    ``Job(**fields)`` goes through the frozen dataclass's ``__init__``, an
+    ``object.__setattr__`` call per field (about 3 us against 1.3 us).
+    """
+    job = _new(Job)
+    for put, value in zip(_SETTERS, values, strict=True):
+        put(job, value)
+    return job
+
+
+_new: Final = object.__new__
 
 
 def shown_status(job: Job, now: float) -> str:

@@ -18,7 +18,7 @@ from .backends.base import Backend
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigurationError, PayloadTooLarge, UnknownTask
 from .handle import JobHandle
-from .job import Job, JobState, new_job_id, new_job_ids
+from .job import FIELDS, Job, JobState, job_from_values, new_job_id, new_job_ids
 from .periodic import Missed, Schedule, interval_seconds, parse_rate, parse_tz
 from .redact import DEFAULT_REDACT, Redactor
 from .registry import Registry, default_name
@@ -54,6 +54,8 @@ SpoolHook = Callable[[str, str], "dict[str, str] | None"]
 
 _UNSET: Any = object()
 
+
+_ID, _PAYLOAD, _HEADERS = (FIELDS.index(name) for name in ("id", "payload", "headers"))
 
 class Spooler:
     """Durable background jobs.
@@ -480,12 +482,15 @@ class Spooler:
                 raise type(exc)(f"item {index}: {exc}") from exc
         if not payloads:
             return []
-        jobs = [
-            Job(id=job_id, payload=payload, headers=headers, **shared)
-            for job_id, (payload, headers) in zip(
-                new_job_ids(len(payloads), now), payloads, strict=True
-            )
-        ]
+        # every job is the first one with its own id, payload and headers
+        first = Job(id="", payload=b"", **shared)
+        values = [getattr(first, name) for name in FIELDS]
+        jobs = []
+        for job_id, (payload, headers) in zip(
+            new_job_ids(len(payloads), now), payloads, strict=True
+        ):
+            values[_ID], values[_PAYLOAD], values[_HEADERS] = job_id, payload, headers
+            jobs.append(job_from_values(values))
         stored = self.backend.enqueue_many(jobs, now=now)
         if signals.job_spooled.receivers:
             for new, kept in zip(jobs, stored, strict=True):

@@ -45,3 +45,16 @@ def test_a_batch_of_ids_continues_the_sequence_of_single_ones() -> None:
     assert all(uuid.UUID(i).version == 7 for i in ids)
     assert all((uuid.UUID(i).int >> 80) >= 1_900_000_000_000 for i in ids)
     assert new_job_ids(0) == []
+
+
+def test_job_from_values_is_the_job_the_constructor_makes() -> None:
+    import pytest
+
+    from spoolhouse.job import FIELDS, Job, JobState, job_from_values
+
+    job = Job(id=new_job_id(), task="t", queue="q", payload=b"[]", state=JobState.RUNNING,
+              priority=3, run_at=1.5, timeout=2.0, key="k", lease="x", headers='{"a":"b"}')
+    copy = job_from_values([getattr(job, name) for name in FIELDS])
+    assert copy == job and copy is not job and hash(copy) == hash(job)
+    with pytest.raises(ValueError):
+        job_from_values([getattr(job, name) for name in FIELDS][:-1])

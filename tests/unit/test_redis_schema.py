@@ -120,3 +120,23 @@ def test_list_jobs_merges_states_and_queues_newest_first(store: RedisBackend) ->
         j.id for j in reversed(jobs) if j.queue == "q1"
     ]
     assert len(store.list_jobs(state="succeeded", limit=100)) == 10
+
+
+def test_packed_fields_round_trip_and_old_hashes_still_decode() -> None:
+    from spoolhouse.backends.redis.codec import decode_job, encode_job, pack
+
+    job = make_job(timeout=2.5, headers='{"a;,": "\u00e9"}', payload=b"1;2,3\x00-:", created_at=NOW)
+    flat = encode_job(job)
+    assert flat[:2] == ["_d", pack(job)] and "payload" not in flat and "id" not in flat
+    assert decode_job([v.encode() if isinstance(v, str) else v for v in flat]) == job
+    bare = make_job(payload=b"")
+    assert decode_job([v.encode() if isinstance(v, str) else v for v in encode_job(bare)]) == bare
+    # a hash written before _d: every field on its own
+    old = [
+        b"id", job.id.encode(), b"task", b"t", b"queue", b"default", b"payload", job.payload,
+        b"state", b"pending", b"priority", b"0", b"run_at", repr(NOW).encode(),
+        b"attempt", b"0", b"max_attempts", b"1", b"timeout", b"2.5",
+        b"created_at", repr(NOW).encode(), b"lost", b"0", b"abort_requested", b"0",
+        b"headers", job.headers.encode() if job.headers else b"", b"_rk", b"x",
+    ]
+    assert decode_job(old) == job

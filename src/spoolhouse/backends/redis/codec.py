@@ -9,7 +9,16 @@ as its default). Floats are written with
 ``repr`` (the shortest text that reads back as the same double), ints in
 decimal, bools as ``0``/``1``, bytes as they are, strings as UTF-8. Fields
 whose name starts with ``_`` belong to the backend (see :mod:`.keys`) and are
-ignored when decoding.
+ignored when decoding, except ``_d``.
+
+``_d`` packs the fields no script reads and no transition changes, :data:`PACKED`
+(``id``, ``created_at``, ``timeout``, ``headers``, ``payload``), into one value: a
+format version ``1``, the byte lengths of ``id``, ``created_at``, ``timeout`` and
+``headers`` in decimal separated by commas (``-`` for ``None``) and ended by ``;``,
+then those four values one after the other, then the payload to the end. One field
+instead of three to five saves the enqueue two to four ``ARGV`` strings and hash
+fields, and a claim as many reply elements. Jobs stored with separate fields (before
+``_d``) decode the same.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ _INTS = frozenset({"priority", "attempt", "max_attempts", "lost"})
 _BYTES = frozenset({"payload", "result"})
 _BOOLS = frozenset({"abort_requested"})
 _NAMES = tuple(f.name for f in dataclasses.fields(Job))
+#: The fields packed into ``_d`` (see the module's docstring), payload last.
+PACKED = ("id", "created_at", "timeout", "headers", "payload")
+_UNPACKED = tuple(name for name in _NAMES if name not in PACKED)
 
 #: Fields left out of the hash at these values (of exactly this type); decoding an
 #: absent one gives the dataclass default, which is the same value.
@@ -92,10 +104,49 @@ def _encode_value(name: str, value: object) -> bytes | str:
     return value
 
 
+def pack(job: Job) -> bytes:
+    """The ``_d`` value of ``job`` (with the type checks of every other field)."""
+    job_id = _to_str("id", job.id)
+    created = _to_float("created_at", job.created_at)
+    timeout = None if job.timeout is None else _to_float("timeout", job.timeout)
+    headers = None if job.headers is None else _to_str("headers", job.headers)
+    return b"1%d,%d,%s,%s;%s%s%s%s%s" % (
+        len(job_id),
+        len(created),
+        b"-" if timeout is None else b"%d" % len(timeout),
+        b"-" if headers is None else b"%d" % len(headers),
+        job_id,
+        created,
+        timeout or b"",
+        headers or b"",
+        _to_bytes("payload", job.payload),
+    )
+
+
+def unpack(raw: bytes, values: dict[str, object]) -> None:
+    """Put the fields packed in ``raw`` (a ``_d`` value) into ``values``."""
+    if raw[:1] != b"1":
+        raise ValueError(f"unknown _d format {raw[:1]!r}")
+    head = raw.index(b";")
+    n_id, n_created, n_timeout, n_headers = raw[1:head].split(b",")
+    pos = head + 1
+    end = pos + int(n_id)
+    values["id"] = raw[pos:end].decode()
+    pos, end = end, end + int(n_created)
+    values["created_at"] = float(raw[pos:end])
+    if n_timeout != b"-":
+        pos, end = end, end + int(n_timeout)
+        values["timeout"] = float(raw[pos:end])
+    if n_headers != b"-":
+        pos, end = end, end + int(n_headers)
+        values["headers"] = raw[pos:end].decode()
+    values["payload"] = raw[end:]
+
+
 def encode_job(job: Job) -> list[bytes | str]:
     """Field/value pairs of the job hash (``None`` fields left out), flattened."""
-    out: list[bytes | str] = []
-    for name in _NAMES:
+    out: list[bytes | str] = ["_d", pack(job)]
+    for name in _UNPACKED:
         value = getattr(job, name)
         if value is None or _at_default(name, value):
             continue
@@ -155,9 +206,9 @@ def _converter(name: str) -> Any:
 
 
 # (field name, its RESP bulk string, the converter of its value to bytes, the value left
-# out, of its exact type, or None), in field order
+# out, of its exact type, or None), in field order; the packed ones are in _d
 _RESP_FIELDS = tuple(
-    (name, _resp(name.encode()), _converter(name), DEFAULTS.get(name)) for name in _NAMES
+    (name, _resp(name.encode()), _converter(name), DEFAULTS.get(name)) for name in _UNPACKED
 )
 
 
@@ -166,7 +217,8 @@ def encode_job_resp(job: Job) -> tuple[int, bytes]:
 
     The same checks and the same bytes as ``encode_job``, in one pass.
     """
-    out: list[bytes] = []
+    packed = pack(job)
+    out: list[bytes] = [b"$2\r\n_d\r\n", b"$%d\r\n%s\r\n" % (len(packed), packed)]
     for name, bulk_name, convert, default in _RESP_FIELDS:
         value = getattr(job, name)
         if value is None or (value == default and type(value) is type(default)):
@@ -229,4 +281,6 @@ def decode_job(reply: Sequence[Any] | Mapping[Any, Any]) -> Job:
         known = decoders.get(raw_name)
         if known is not None:
             values[known[0]] = known[1](raw)
+        elif raw_name == b"_d":
+            unpack(raw, values)
     return Job(**values)  # type: ignore[arg-type]

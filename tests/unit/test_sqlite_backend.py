@@ -225,6 +225,15 @@ def test_durable_writes_sync_the_wal_after_the_wake_up_and_worker_writes_do_not(
     with pytest.raises(BackendUnavailable, match="syncing the WAL to disk failed"):
         backend.enqueue(job, now=NOW)
     assert backend.get(job.id) is not None  # committed: the error says so
+    assert backend._local.wal_fd == -1  # dropped after a failure: the next sync reopens it
+    monkeypatch.setattr(sqlite_module, "_datasync", real)
+    backend.enqueue(make_job(), now=NOW)
+    fd = backend._local.wal_fd
+    assert fd >= 0 and os.readlink(f"/proc/self/fd/{fd}") == wal
+    backend.close()  # closes the thread's connection and its -wal descriptor with it
+    assert backend._local.wal_fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
 @pytest.mark.parametrize(("query", "level"), [("?synchronous=EXTRA", 3), ("?synchronous=NORMAL", 1)])

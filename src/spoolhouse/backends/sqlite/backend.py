@@ -232,6 +232,7 @@ class _Local(threading.local):
     synchronous: str = ""  # the connection's PRAGMA synchronous now
     unchecked: int = 0  # producer commits since this thread last checkpointed
     unsynced: bool = False  # this thread's last commit waits for _sync_wal
+    wal_fd: int = -1  # the -wal file, opened by _sync_wal, closed with conn
 
 
 class SQLiteBackend:
@@ -300,6 +301,7 @@ class SQLiteBackend:
                 return local.conn
             _ABANDONED.append(local.conn)  # opened before fork(): never touch it here
             local.conn = None
+            self._close_wal_fd()  # this process's copy of the parent's descriptor
         conn = self._open()
         local.conn = conn
         local.pid = pid
@@ -472,17 +474,25 @@ class SQLiteBackend:
             return
         local.unsynced = False
         try:
-            fd = os.open(self.path + "-wal", os.O_RDWR)  # Windows needs write access to sync
-            try:
-                _datasync(fd)
-            finally:
-                os.close(fd)
+            if local.wal_fd < 0:
+                # kept open with the connection: while it is open, SQLite neither
+                # deletes nor replaces the -wal file (it truncates it at most)
+                local.wal_fd = os.open(self.path + "-wal", os.O_RDWR)  # Windows: write access
+            _datasync(local.wal_fd)
         except OSError as exc:
+            self._close_wal_fd()
             raise BackendUnavailable(
                 f"SQLite {op} on {self.path}: committed, but syncing the WAL to disk failed "
                 f"({exc.strerror or exc}); it may not survive a power cut. Check the disk "
                 "(dmesg), then look the job up before spooling it again"
             ) from exc
+
+    def _close_wal_fd(self) -> None:
+        local = self._local
+        if local.wal_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(local.wal_fd)
+            local.wal_fd = -1
 
     def _until_not_busy(
         self, conn: sqlite3.Connection, sql: str, deadline: float | None = None
@@ -1253,6 +1263,7 @@ class SQLiteBackend:
         local = self._local
         conn, pid = local.conn, local.pid
         local.conn = None
+        self._close_wal_fd()
         if conn is not None:
             if pid == os.getpid():
                 conn.close()

@@ -616,7 +616,8 @@ def main() -> int:
     parser.add_argument("--report", metavar="JSON", help="print the tables of an earlier "
                         "run's JSON (text and Markdown) and redraw its chart; measure nothing")
     parser.add_argument("--output", default=None, help="JSON path (default: bench/results/"
-                        "compare.json, or compare-quick.json with --quick)")
+                        "compare.json; compare-quick.json with --quick, compare-partial.json "
+                        "with --only)")
     args = parser.parse_args()
     if args.report:
         earlier = json.loads(Path(args.report).read_text())
@@ -636,8 +637,10 @@ def main() -> int:
         if unknown:
             parser.error(f"unknown system(s) {unknown}")
         chosen = [BY_KEY[k] for k in keys]
-    out_json = Path(args.output) if args.output else RESULTS / (
-        "compare.json" if mode == "full" else "compare-quick.json")
+    # a run of some systems only never replaces the committed full run's results
+    default_name = ("compare-quick.json" if mode == "quick"
+                    else "compare-partial.json" if args.only else "compare.json")
+    out_json = Path(args.output) if args.output else RESULTS / default_name
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupted)

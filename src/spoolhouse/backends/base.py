@@ -51,6 +51,13 @@ class TaskLimit:
     ``rate`` per ``per`` seconds: at most this many jobs of the task whose latest
     attempt started within the last ``per`` seconds (a job retried within the
     window counts once).
+
+    Which starts a rate counts: a backend may count only the starts made by
+    claims that passed this task a rate (Redis does: it keeps no record of
+    starts for tasks without one, about 130 MB per million jobs kept); the
+    memory and SQLite backends count every start, which is stricter. The two
+    agree whenever every claim passes the same limits, as the workers of one
+    app do (see ``docs/scheduling.md``: run the same code on every worker).
     """
 
     concurrency: int | None = None

@@ -121,3 +121,26 @@ def test_the_limits_of_the_claim_hold_for_the_claim_ahead(store: RedisBackend) -
     assert first.lease and store.complete(first.id, first.lease, now=now, result=None, expires_at=None)
     again = store.claim(["default"], worker_id="w", now=time.time(), lease=30, limit=2, limits=limits)
     assert len(again) == 1
+
+
+def test_a_worker_that_stops_gives_back_what_its_wait_claimed_ahead(
+    store: RedisBackend,
+) -> None:
+    """Without it, those jobs would wait for their lease to expire and count as lost."""
+    from spoolhouse import Spooler
+
+    sp = Spooler(store.url, prefix=store.prefix)
+    backend = sp.backend
+    assert isinstance(backend, RedisBackend)
+    try:
+        (ahead,) = _claimed_ahead(backend)
+        assert backend.get(ahead.id).state is JobState.RUNNING  # type: ignore[union-attr]
+        worker = sp.worker()
+        worker.stop()  # the loop ends at once, as after a stop signal
+        worker.run()
+        back = backend.get(ahead.id)
+        assert back is not None and back.state is JobState.PENDING and back.lost == 0
+        assert backend._ahead is None
+        assert backend.release_ahead() == 0
+    finally:
+        sp.close()

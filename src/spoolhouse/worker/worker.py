@@ -657,11 +657,19 @@ class Worker:
                 self._changed.wait(IDLE_CHECK)
             self._claiming = True  # for good: no thread claims again
         now = clock.now()
-        # jobs claimed but not started go back at once
+        # jobs claimed but not started go back at once, and so do those the backend
+        # claimed ahead for this worker's next claim (Redis: behind its wake-up wait)
         with self._changed:
             unstarted = list(self._ready)
             self._ready.clear()
         self._give_back(unstarted, now)
+        release_ahead = getattr(self.spooler.backend, "release_ahead", None)
+        if release_ahead is not None:
+            try:
+                release_ahead()
+            except BackendUnavailable as exc:
+                log.warning("could not give back jobs claimed ahead (%s); they run again "
+                            "when their leases expire", exc)
         deadline = clock.monotonic() + shutdown_timeout
         with self._changed:
             while self._running and not self._hard.is_set():

@@ -1118,15 +1118,23 @@ class RedisBackend:
         return out
 
     # -- lifecycle ----------------------------------------------------------------
-    def close(self) -> None:
+    def release_ahead(self) -> int:
+        """Give back the jobs a :meth:`wait` claimed ahead that no claim took; return how
+        many. A worker calls it when its loop ends, so that they run elsewhere now
+        instead of after their lease expires (each such expiry counts as a lost run)."""
         with self._ahead_lock:
             ahead, self._ahead = self._ahead, None
+        released = 0
         if ahead is not None:  # claimed by a wait, never taken: give them back
             for job in ahead[1]:
                 try:
-                    self.release(job.id, job.lease or "", now=time.time())
+                    released += self.release(job.id, job.lease or "", now=time.time())
                 except BackendUnavailable:
                     log.warning("could not give back job %s; it runs when its lease expires", job.id)
+        return released
+
+    def close(self) -> None:
+        self.release_ahead()
         with self._lock:
             clients, self._clients = self._clients, None
         if clients is not None and clients.pid == os.getpid():

@@ -212,9 +212,6 @@ def _claimed(levels: list[list[Any]]) -> list[Job]:
 _PENDING_WINDOW = 2000
 _STATE_NAMES: Final = frozenset(state.value for state in JobState)
 
-#: seconds SQLite's own busy handler may wait for a lock a statement needs. 0: it
-#: does not sleep at all; ``_until_not_busy`` waits for the write lock itself.
-_BUSY_SLICE = 0.0
 #: ``_until_not_busy``'s first pause between tries of ``BEGIN IMMEDIATE``, and its
 #: longest (the pause doubles from the first, with +-50 % jitter).
 _BUSY_PAUSE = (0.00005, 0.001)
@@ -353,7 +350,7 @@ class SQLiteBackend:
             # reader of an open WAL database is not kept waiting by writers; only
             # opening one during another connection's recovery is, and the open
             # above ran under the connect timeout.)
-            conn.execute(f"PRAGMA busy_timeout = {int(min(self.options.busy_timeout, _BUSY_SLICE) * 1000)}")
+            conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             conn.close()
             raise

@@ -452,6 +452,18 @@ def test_a_busy_worker_stores_its_acks_with_its_next_claim(
     assert all(i is not None and i.attempt == 1 for i in infos)  # nothing ran twice
 
 
+def test_a_worker_claims_ahead_about_fifty_milliseconds_of_work(sp: Spooler) -> None:
+    """Jobs held ahead wait when their worker stops or is cut off: few slow ones, many fast."""
+    from spoolhouse.worker.worker import PREFETCH_MAX
+
+    worker = sp.worker()
+    for avg, expected in [(None, PREFETCH_MAX), (0.00001, PREFETCH_MAX), (0.001, 50),
+                          (0.005, 10), (0.009, 5), (0.2, 1)]:
+        worker._avg = avg
+        assert worker._prefetch_now() == expected, avg
+    assert sp.worker(prefetch=8)._prefetch_now() == 8
+
+
 def test_heartbeat_warns_of_a_lost_lease_but_not_of_an_ack_being_stored(
     sp: Spooler, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

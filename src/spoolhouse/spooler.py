@@ -57,6 +57,7 @@ _UNSET: Any = object()
 
 _ID, _PAYLOAD, _HEADERS = (FIELDS.index(name) for name in ("id", "payload", "headers"))
 
+
 class Spooler:
     """Durable background jobs.
 

@@ -42,6 +42,7 @@ from .queries import (
     _RESCUE_SET,
     _SELECT,
     _STATE_INDEX,
+    _STATES,
     _SUCCEEDED_KEY,
     _TOP_PRIORITY,
     STATS_RETENTION,
@@ -210,7 +211,6 @@ def _claimed(levels: list[list[Any]]) -> list[Job]:
 #: list_jobs(state="pending") looks for the page among this many newest jobs
 #: before it sorts every pending job.
 _PENDING_WINDOW = 2000
-_STATE_NAMES: Final = frozenset(state.value for state in JobState)
 
 #: ``_until_not_busy``'s first pause between tries of ``BEGIN IMMEDIATE``, and its
 #: longest (the pause doubles from the first, with +-50 % jitter).
@@ -1171,9 +1171,9 @@ class SQLiteBackend:
         params: list[Any] = []
         # the state is written as a literal (a JobState value, checked here), so that
         # SQLite can see that a query on failed or cancelled jobs fits jobs_failed
-        if state is not None and state not in _STATE_NAMES:
+        if state is not None and state not in _STATES:
             return []  # no job is in a state that does not exist
-        listed = None if state is None else JobState(state).value
+        listed = None if state is None else _STATES[state].value
         if listed is not None:
             where.append(f"state = '{listed}'")
         for column, value in (("queue", queue), ("task", task), ("key", key)):

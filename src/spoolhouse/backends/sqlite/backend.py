@@ -415,11 +415,13 @@ class SQLiteBackend:
         producer = op in _PRODUCER_OPS
         durable = op in _DURABLE_OPS
         sync = self.options.synchronous if durable else self.options.worker_synchronous
-        # A durable write at FULL commits at NORMAL and then syncs the WAL itself
-        # (_sync_wal) before its caller hears "done": the same guarantee, but a
-        # producer sends its wake-up between the two, so a worker claims the job
-        # while the disk is still syncing instead of after.
-        own_sync = durable and sync == "FULL"
+        # An enqueue at FULL commits at NORMAL, sends its wake-up, then syncs the
+        # WAL itself (_sync_wal) before its caller hears "done": the same
+        # guarantee, but a worker claims the job while the disk is still syncing
+        # instead of after. Other durable writes (schedule_tick, an operator's
+        # cancel, ...) have no wake-up to send first, so they leave the sync to
+        # COMMIT at FULL: their commit is never visible before it is durable.
+        own_sync = producer and sync == "FULL"
         if own_sync:
             sync = "NORMAL"
         try:
@@ -450,9 +452,7 @@ class SQLiteBackend:
                 raise self._translate(exc, op) from exc
             raise
         if own_sync:
-            self._local.unsynced = True
-            if not producer:
-                self._sync_wal(op)  # a producer syncs after its wake-up
+            self._local.unsynced = True  # enqueue() syncs after its wake-up
         if producer:
             self._local.unchecked += 1
             if self._local.unchecked >= _PRODUCER_CHECKPOINT_EVERY:

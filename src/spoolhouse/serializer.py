@@ -61,7 +61,7 @@ import pickle
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 from uuid import UUID
 
 from .errors import ConfigurationError, PayloadTooLarge, SerializationError
@@ -166,6 +166,44 @@ def _set_sort_key(encoded: Any) -> str:
 _ENCODER = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
 )
+
+
+def _scalar_call(args: Sequence[Any]) -> bytes | None:
+    """The call payload of positional-only plain scalars, or None for any other call.
+
+    Most calls pass a few ints and strs. Their payload is written here directly,
+    byte for byte what the general walk and the encoder write (a test checks
+    that), without the walk's per-argument setup and the encoder's per-call
+    setup: about 0.5 us for ``(42,)`` where the general path takes 3.
+    """
+    parts = []
+    for value in args:
+        cls = value.__class__
+        if cls is int:
+            if not _INT_MIN <= value <= _INT_MAX:
+                return None
+            parts.append(int.__repr__(value))
+        elif cls is str:
+            parts.append(_encode_str(value))
+        elif cls is float:
+            if value - value != 0.0:  # NaN or an infinity: the general path explains
+                return None
+            parts.append(float.__repr__(value))
+        elif value is None:
+            parts.append("null")
+        elif value is True:
+            parts.append("true")
+        elif value is False:
+            parts.append("false")
+        else:
+            return None
+    try:
+        return f'{{"v":{FORMAT_VERSION},"a":[{",".join(parts)}],"k":{{}}}}'.encode()
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: the general path escapes it
+
+
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
 
 
 def _to_json_bytes(doc: Any) -> bytes:
@@ -513,22 +551,31 @@ def _decode_root(value: Any, kind: str) -> Any:
         raise SerializationError(f"cannot decode {kind} payload: nested too deeply") from None
 
 
+def _walked_call(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    """The call payload of any call: each argument through the tagging walk, then JSON."""
+    encoded_args = [_encode_root(arg, f"args[{i}]") for i, arg in enumerate(args)]
+    encoded_kwargs: dict[str, Any] = {}
+    for key, arg in kwargs.items():
+        if type(key) is not str:  # only reachable through a hand-built mapping
+            raise SerializationError(
+                f"cannot serialize kwargs: keyword {_short_repr(key)} is not a str",
+                path="kwargs",
+            )
+        encoded_kwargs[key] = _encode_root(arg, f"kwargs[{key!r}]")
+    return _to_json_bytes({"v": FORMAT_VERSION, "a": encoded_args, "k": encoded_kwargs})
+
+
 class JSONSerializer:
     """The default serializer: JSON with tagged types (see the module docstring)."""
 
     name = "json"
 
     def dumps_call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
-        encoded_args = [_encode_root(arg, f"args[{i}]") for i, arg in enumerate(args)]
-        encoded_kwargs: dict[str, Any] = {}
-        for key, arg in kwargs.items():
-            if type(key) is not str:  # only reachable through a hand-built mapping
-                raise SerializationError(
-                    f"cannot serialize kwargs: keyword {_short_repr(key)} is not a str",
-                    path="kwargs",
-                )
-            encoded_kwargs[key] = _encode_root(arg, f"kwargs[{key!r}]")
-        return _to_json_bytes({"v": FORMAT_VERSION, "a": encoded_args, "k": encoded_kwargs})
+        if not kwargs:
+            fast = _scalar_call(args)
+            if fast is not None:
+                return fast
+        return _walked_call(args, kwargs)
 
     def loads_call(self, data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         doc = _parse(data, "call")

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spoolhouse import serializer as serializer_module
 from spoolhouse.errors import ConfigurationError, PayloadTooLarge, SerializationError
 from spoolhouse.serializer import (
     FORMAT_VERSION,
@@ -580,3 +581,41 @@ def test_property_tagged_values_round_trip(value: Any) -> None:
     assert same(value_round_trip(value), value)
     signed = SignedSerializer(JSON, KEY)
     assert same(value_round_trip(value, signed), value)
+
+
+# --------------------------------------------------------------------------- scalar fast path
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(json_scalars | st.integers() | st.floats(), max_size=6))
+def test_the_scalar_fast_path_writes_what_the_walk_writes(values: list[Any]) -> None:
+    """Positional plain scalars skip the walk; the bytes must be the walk's, or no answer."""
+    args = tuple(values)
+    fast = serializer_module._scalar_call(args)
+    try:
+        walked = serializer_module._walked_call(args, {})
+    except SerializationError:
+        assert fast is None  # out-of-range int, NaN, infinity: the walk explains
+        return
+    if fast is None:
+        # only a lone surrogate, which the walk escapes, has no fast answer
+        assert any(type(v) is str and not _utf8_ok(v) for v in args)
+    else:
+        assert fast == walked
+    assert JSON.dumps_call(args, {}) == walked
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(Size.BIG,), (Color.RED,), (b"x",), ([1],), ({"a": 1},), ((1,),), (Decimal("1"),), (True, None, object())],
+)
+def test_the_scalar_fast_path_leaves_other_values_to_the_walk(args: tuple[Any, ...]) -> None:
+    assert serializer_module._scalar_call(args) is None

@@ -101,6 +101,35 @@ def job_from_values(values: Sequence[Any]) -> Job:
 
 
 _new: Final = object.__new__
+_ID, _PAYLOAD, _HEADERS = (FIELDS.index(name) for name in ("id", "payload", "headers"))
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatch:
+    """New jobs that differ only in id, payload and headers: what one ``spool_many`` makes.
+
+    ``template`` holds every other field (its own id, payload and headers are
+    placeholders); ``ids``, ``payloads`` and ``headers`` are parallel, one entry
+    per job. A backend that stores such a batch without building a :class:`Job`
+    per entry offers ``enqueue_batch`` (see :class:`~spoolhouse.backends.base.Backend`).
+    """
+
+    template: Job
+    ids: Sequence[str]
+    payloads: Sequence[bytes]
+    headers: Sequence[str | None]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def jobs(self) -> list[Job]:
+        """The batch as one :class:`Job` per entry, in order."""
+        values = [getattr(self.template, name) for name in FIELDS]
+        jobs = []
+        for job_id, payload, headers in zip(self.ids, self.payloads, self.headers, strict=True):
+            values[_ID], values[_PAYLOAD], values[_HEADERS] = job_id, payload, headers
+            jobs.append(job_from_values(values))
+        return jobs
 
 
 def shown_status(job: Job, now: float) -> str:
@@ -132,25 +161,44 @@ def new_job_id(now: float | None = None) -> str:
 
 def new_job_ids(count: int, now: float | None = None) -> list[str]:
     """``count`` ids as :func:`new_job_id` makes them, strictly increasing, in one go
-    (one lock and one read of random bytes for the batch: ``spool_many``)."""
+    (one lock and one read of random bytes for the batch: ``spool_many``).
+
+    The ids of a batch after the first share its millisecond: each adds 1 plus a
+    random 16-bit step to the last one's random bits, so only those bits are
+    formatted per id (about 1 us each, against 2.5 for a whole UUID).
+    """
     global _last
-    ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    noise = os.urandom(10 * count)
+    if count <= 0:
+        return []
+    ms = int((time.time() if now is None else now) * 1000) & _MS_MASK
+    fresh = int.from_bytes(os.urandom(10), "big") & _RAND_MASK
+    steps = memoryview(os.urandom(2 * count)).cast("H")
     ids: list[str] = []
+    append = ids.append
     with _id_lock:
-        last_ms, last_rand = _last
-        for k in range(count):
-            rand = int.from_bytes(noise[10 * k : 10 * k + 10], "big") & ((1 << 74) - 1)
-            at = ms
-            if at <= last_ms:
-                at, rand = last_ms, last_rand + 1 + (rand & 0xFFFF)
-                if rand >> 74:  # the counter ran over: borrow the next millisecond
-                    at, rand = at + 1, rand & ((1 << 74) - 1)
-            last_ms, last_rand = at, rand
+        at, rand = _last
+        if ms > at:
+            at, rand = ms, fresh - 1 - steps[0]  # the loop's first step lands on fresh
+        head = _id_head(at)
+        for step in steps:
+            rand += 1 + step
+            if rand >> 74:  # the counter ran over: borrow the next millisecond
+                at, rand = at + 1, rand & _RAND_MASK
+                head = _id_head(at)
             # 48 bits time | version 7 | 12 random bits | variant 0b10 | 62 random bits
-            value = ((at << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0x2 << 62)
-                     | (rand & ((1 << 62) - 1)))
-            text = f"{value:032x}"
-            ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
-        _last = (last_ms, last_rand)
+            append(
+                f"{head}-7{(rand >> 62) & 0xFFF:03x}-{0x8000 | ((rand >> 48) & 0x3FFF):04x}"
+                f"-{rand & 0xFFFFFFFFFFFF:012x}"
+            )
+        _last = (at, rand)
     return ids
+
+
+_MS_MASK: Final = (1 << 48) - 1
+_RAND_MASK: Final = (1 << 74) - 1
+
+
+def _id_head(ms: int) -> str:
+    """The first two groups of an id: the 48-bit millisecond, as ``xxxxxxxx-xxxx``."""
+    text = f"{ms:012x}"
+    return f"{text[:8]}-{text[8:]}"

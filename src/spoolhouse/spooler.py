@@ -18,7 +18,7 @@ from .backends.base import Backend
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigurationError, PayloadTooLarge, UnknownTask
 from .handle import JobHandle
-from .job import FIELDS, Job, JobState, job_from_values, new_job_id, new_job_ids
+from .job import Job, JobBatch, JobState, new_job_id, new_job_ids
 from .periodic import Missed, Schedule, interval_seconds, parse_rate, parse_tz
 from .redact import DEFAULT_REDACT, Redactor
 from .registry import Registry, default_name
@@ -53,9 +53,6 @@ Middleware = Callable[["RunningJob", Callable[[], Any]], Any]
 SpoolHook = Callable[[str, str], "dict[str, str] | None"]
 
 _UNSET: Any = object()
-
-
-_ID, _PAYLOAD, _HEADERS = (FIELDS.index(name) for name in ("id", "payload", "headers"))
 
 
 class Spooler:
@@ -434,7 +431,9 @@ class Spooler:
         """The call checked against the task's signature and serialized."""
         task.check_call(args, kwargs)
         # refuse an obviously oversized call before paying for its serialization
-        flat = sum(len(v) for v in (*args, *kwargs.values()) if isinstance(v, str | bytes))
+        flat = sum([len(v) for v in args if isinstance(v, str | bytes)])
+        if kwargs:
+            flat += sum([len(v) for v in kwargs.values() if isinstance(v, str | bytes)])
         if flat > self.max_payload:
             raise PayloadTooLarge(flat, self.max_payload)
         payload = self.serializer.dumps_call(args, kwargs)
@@ -473,25 +472,32 @@ class Spooler:
         # the options are checked once for the batch, each call on its own
         shared = self._shared_fields(task, opts, now)
         queue = shared["queue"]
-        payloads: list[tuple[bytes, str | None]] = []
+        payloads: list[bytes] = []
         for index, (args, kwargs) in enumerate(calls):
             try:
-                payloads.append(
-                    (self._payload(task, args, kwargs), self._headers(task, queue, None))
-                )
+                payloads.append(self._payload(task, args, kwargs))
             except (TypeError, ValueError) as exc:
                 raise type(exc)(f"item {index}: {exc}") from exc
         if not payloads:
             return []
-        # every job is the first one with its own id, payload and headers
-        first = Job(id="", payload=b"", **shared)
-        values = [getattr(first, name) for name in FIELDS]
-        jobs = []
-        for job_id, (payload, headers) in zip(
-            new_job_ids(len(payloads), now), payloads, strict=True
+        if self.spool_hooks:
+            headers = [self._headers(task, queue, None) for _ in payloads]
+        else:
+            headers = [None] * len(payloads)
+        batch = JobBatch(
+            Job(id="", payload=b"", **shared), new_job_ids(len(payloads), now), payloads, headers
+        )
+        store_batch = getattr(self.backend, "enqueue_batch", None)
+        # unkeyed, every job is stored under its own id (or already was): the ids are
+        # the answer, unless a job_spooled receiver wants each stored record
+        if (
+            store_batch is not None
+            and batch.template.key is None
+            and not signals.job_spooled.receivers
         ):
-            values[_ID], values[_PAYLOAD], values[_HEADERS] = job_id, payload, headers
-            jobs.append(job_from_values(values))
+            store_batch(batch, now=now)
+            return [JobHandle(self, job_id) for job_id in batch.ids]
+        jobs = batch.jobs()
         stored = self.backend.enqueue_many(jobs, now=now)
         if signals.job_spooled.receivers:
             for new, kept in zip(jobs, stored, strict=True):

@@ -58,3 +58,31 @@ def test_job_from_values_is_the_job_the_constructor_makes() -> None:
     assert copy == job and copy is not job and hash(copy) == hash(job)
     with pytest.raises(ValueError):
         job_from_values([getattr(job, name) for name in FIELDS][:-1])
+
+
+def test_a_batch_whose_random_bits_run_over_borrows_the_next_millisecond() -> None:
+    from spoolhouse import job as job_module
+
+    at = 1_950_000_000.0
+    ms = int(at * 1000)
+    with job_module._id_lock:
+        job_module._last = (ms, job_module._RAND_MASK - 5)  # a step or two from the top
+    ids = job_module.new_job_ids(50, at)
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]
+    assert stamps[0] in (ms, ms + 1) and stamps[-1] == ms + 1
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+def test_a_job_batch_makes_the_jobs_the_constructor_makes() -> None:
+    from spoolhouse.job import Job, JobBatch
+
+    template = Job(id="", task="t", queue="q", payload=b"", priority=2, run_at=5.0, key=None,
+                   timeout=3.0, created_at=4.0)
+    ids = [new_job_id(), new_job_id()]
+    batch = JobBatch(template, ids, [b"a", b"b"], [None, '{"h":"1"}'])
+    assert len(batch) == 2
+    assert batch.jobs() == [
+        template.replace(id=ids[0], payload=b"a"),
+        template.replace(id=ids[1], payload=b"b", headers='{"h":"1"}'),
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from spoolhouse import (
     SerializationError,
     Spooler,
     UnknownTask,
+    signals,
 )
 
 
@@ -202,6 +205,52 @@ def test_spool_many_is_one_batch_and_refuses_all_on_one_bad_item(sp: Spooler) ->
     assert sum(sp.backend.counts()["default"].values()) == 3
     sp.drain()
     assert [h.result(timeout=1) for h in handles] == [2, 12, 30]
+
+
+def test_spool_many_takes_the_batch_path_only_where_it_is_the_same(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SQLite stores a keyless batch without a Job per call; keyed batches and batches
+    with job_spooled receivers go through enqueue_many, which answers per job."""
+    sp = Spooler(f"sqlite:///{tmp_path / 'b.db'}", clock=clock)
+    calls: list[str] = []
+    backend = sp.backend
+    for name in ("enqueue_batch", "enqueue_many"):
+        real = getattr(backend, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(backend, name, spy)
+
+    @sp.task(name="t")
+    def t(a: int) -> int:
+        return a
+
+    try:
+        handles = t.spool_many([(1,), (2,), ("x",)])
+        assert calls == ["enqueue_batch"]
+        assert [h.info().payload for h in handles] == [
+            sp.serializer.dumps_call((v,), {}) for v in (1, 2, "x")
+        ]
+        calls.clear()
+        keyed = t.options(key="once").spool_many([(1,), (2,)])
+        assert calls == ["enqueue_many"] and keyed[0].id == keyed[1].id
+        calls.clear()
+        seen: list[str] = []
+
+        def receiver(sender: Any, job: Any) -> None:
+            seen.append(job.id)
+
+        signals.job_spooled.connect(receiver)
+        try:
+            more = t.spool_many([(3,), (4,)])
+        finally:
+            signals.job_spooled.disconnect(receiver)
+        assert calls == ["enqueue_many"] and seen == [h.id for h in more]
+    finally:
+        sp.close()
 
 
 def test_unique_key_returns_the_live_job(sp: Spooler, clock: FakeClock) -> None:

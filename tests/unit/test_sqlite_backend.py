@@ -29,7 +29,7 @@ from spoolhouse.backends.sqlite.migrations import (
     split_statements,
 )
 from spoolhouse.errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
-from spoolhouse.job import Job, JobState, new_job_id
+from spoolhouse.job import Job, JobBatch, JobState, new_job_id
 
 NOW = 1_700_000_000.0
 
@@ -646,6 +646,41 @@ def test_enqueue_many_mixes_stored_ids_duplicates_and_keys(backend: SQLiteBacken
     # a batch of stored ids alone stores nothing and returns the stored jobs
     assert backend.enqueue_many(fresh, now=NOW) == [backend.get(j.id) for j in fresh]
     assert backend.counts() == {"default": {"pending": 6}}
+
+
+@pytest.mark.parametrize("headers", ["none", "all", "some"])
+def test_enqueue_batch_stores_what_enqueue_many_stores(
+    backend: SQLiteBackend, db_path: Path, monkeypatch: pytest.MonkeyPatch, headers: str
+) -> None:
+    """spool_many's path: rows made from the template, the same rows as enqueue_many's."""
+    events: list[tuple[str, str]] = []
+    monkeypatch.setattr(sqlite_module, "_datasync", lambda fd: events.append(("sync", "")))
+    monkeypatch.setattr(backend._wake, "notify", lambda queue: events.append(("wake", queue)))
+    # ints given for REAL columns, as a task's config may hold them
+    template = Job(id="", task="t", queue="mail", payload=b"", priority=3, run_at=int(NOW),
+                   max_attempts=4, timeout=30, created_at=NOW, result_ttl=60)
+    ids = [new_job_id(NOW) for _ in range(5)]
+    payloads = [f"[{i}]".encode() for i in range(5)]
+    heads = {"none": [None] * 5, "all": ['{"t":"1"}'] * 5,
+             "some": [None, '{"t":"1"}', None, None, '{"t":"2"}']}[headers]
+    batch = JobBatch(template, ids, payloads, heads)
+    backend.enqueue_batch(batch, now=NOW)
+    assert events == [("wake", "mail"), ("sync", "")]
+    twin = SQLiteBackend(f"sqlite:///{db_path.with_name('twin.db')}")
+    try:
+        expected = twin.enqueue_many(batch.jobs(), now=NOW)
+        stored = [backend.get(job_id) for job_id in ids]
+        assert stored == expected == [twin.get(job_id) for job_id in ids]
+    finally:
+        twin.close()
+    # a retried batch stores nothing new and changes nothing
+    again = JobBatch(template, ids, [b"[9]"] * 5, heads)
+    backend.enqueue_batch(again, now=NOW)
+    assert [backend.get(job_id) for job_id in ids] == stored
+    assert backend.counts() == {"mail": {"pending": 5}}
+    with pytest.raises(ValueError, match="unique key"):
+        backend.enqueue_batch(JobBatch(template.replace(key="k"), ids, payloads, heads), now=NOW)
+    backend.enqueue_batch(JobBatch(template, [], [], []), now=NOW)  # nothing to store
 
 
 def test_bad_rows_are_refused_by_the_table(backend: SQLiteBackend) -> None:

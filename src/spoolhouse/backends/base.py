@@ -92,6 +92,13 @@ class Backend(Protocol):
 
         Returns the stored records in the same order, applying the unique-key
         rule of :meth:`enqueue` to each (also between jobs of the batch).
+
+        Optional companion, not part of this protocol: ``enqueue_batch(batch,
+        *, now) -> None`` stores a :class:`~spoolhouse.job.JobBatch` whose
+        template has no key exactly as ``enqueue_many(batch.jobs(), now=now)``
+        would, without building a ``Job`` per entry; each job is then stored
+        under its own id (or already was). ``spool_many`` uses it when the
+        backend has it and no ``job_spooled`` receiver needs the records.
         """
         ...
 

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
-from ...job import FINAL_STATES, Job, JobState
+from ...job import FINAL_STATES, Job, JobBatch, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .migrations import SCHEMA_VERSION, migrate
 from .queries import (
@@ -662,6 +662,45 @@ class SQLiteBackend:
         finally:
             self._sync_wal("enqueue_many")
         return stored
+
+    def enqueue_batch(self, batch: JobBatch, *, now: float) -> None:
+        """:meth:`enqueue_many` for a keyless batch (see ``Backend.enqueue_many``).
+
+        Every row is the template's row with the job's id and payload put in:
+        one tuple per job, where :meth:`enqueue_many` builds a ``Job`` and then
+        its row (in a 1,000-job ``spool_many``, 2-3 us of Python per job less).
+        """
+        if batch.template.key is not None:
+            raise ValueError("enqueue_batch: the batch has a unique key; use enqueue_many")
+        if not batch.ids:
+            return
+        nones = batch.headers.count(None)
+        if 0 < nones < len(batch.ids):
+            self.enqueue_many(batch.jobs(), now=now)  # hooks gave headers to some calls only
+            return
+        with_headers = nones == 0
+        headers = "" if with_headers else None
+        present, values = _compact_row(batch.template.replace(headers=headers))
+        insert_new = _insert_statements(present)[1]
+        # id, task, queue, payload come first in every row (never NULL); headers last
+        task, queue, rest = values[1], values[2], values[4:-1] if with_headers else values[4:]
+        if with_headers:
+            rows = [
+                (job_id, task, queue, payload, *rest, h)
+                for job_id, payload, h in zip(batch.ids, batch.payloads, batch.headers, strict=True)
+            ]
+        else:
+            rows = [
+                (job_id, task, queue, payload, *rest)
+                for job_id, payload in zip(batch.ids, batch.payloads, strict=True)
+            ]
+        try:
+            with self._write("enqueue_many") as conn:
+                # an id already stored (a retried batch) is left as it is
+                conn.executemany(insert_new, rows)
+            self._wake.notify(queue)
+        finally:
+            self._sync_wal("enqueue_many")
 
     # -- worker ------------------------------------------------------------------
     def claim(

@@ -171,8 +171,9 @@ def new_job_ids(count: int, now: float | None = None) -> list[str]:
     if count <= 0:
         return []
     ms = int((time.time() if now is None else now) * 1000) & _MS_MASK
-    fresh = int.from_bytes(os.urandom(10), "big") & _RAND_MASK
-    steps = memoryview(os.urandom(2 * count)).cast("H")
+    noise = os.urandom(10 + 2 * count)  # the fresh random bits, then a 16-bit step per id
+    fresh = int.from_bytes(noise[:10], "big") & _RAND_MASK
+    steps = memoryview(noise)[10:].cast("H")
     ids: list[str] = []
     append = ids.append
     with _id_lock:
@@ -200,5 +201,13 @@ _RAND_MASK: Final = (1 << 74) - 1
 
 def _id_head(ms: int) -> str:
     """The first two groups of an id: the 48-bit millisecond, as ``xxxxxxxx-xxxx``."""
-    text = f"{ms:012x}"
-    return f"{text[:8]}-{text[8:]}"
+    global _last_head
+    last_ms, head = _last_head
+    if ms != last_ms:
+        text = f"{ms:012x}"
+        head = f"{text[:8]}-{text[8:]}"
+        _last_head = (ms, head)
+    return head
+
+
+_last_head: tuple[int, str] = (-1, "")  # written under _id_lock

@@ -289,10 +289,15 @@ class SQLiteBackend:
         return f"SQLiteBackend({self.url!r})"
 
     # -- connections -------------------------------------------------------------
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection in this process, opened (and migrated) on first use."""
+    def _connection(self, pid: int | None = None) -> sqlite3.Connection:
+        """This thread's connection in this process, opened (and migrated) on first use.
+
+        ``pid``: this process's id, when the caller has just read it (one
+        ``getpid`` system call per write instead of one per check).
+        """
         local = self._local
-        pid = os.getpid()
+        if pid is None:
+            pid = os.getpid()
         if local.conn is not None:
             if local.pid == pid:
                 return local.conn
@@ -372,9 +377,8 @@ class SQLiteBackend:
                 conn.execute("VACUUM")
             self._schema_ready_pid = pid
 
-    def _writer(self) -> threading.RLock:
-        """This process's writer lock (a new one after ``fork()``)."""
-        pid = os.getpid()
+    def _writer(self, pid: int) -> threading.RLock:
+        """This process's writer lock (a new one after ``fork()``); ``pid`` is ``os.getpid()``."""
         if self._writer_pid != pid:
             with self._schema_lock_for(pid):
                 if self._writer_pid != pid:
@@ -401,17 +405,18 @@ class SQLiteBackend:
         ``busy_timeout``.
         """
         deadline = time.monotonic() + self.options.busy_timeout
-        writer = self._writer()
+        pid = os.getpid()
+        writer = self._writer(pid)
         if not writer.acquire(timeout=self.options.busy_timeout):
             raise self._translate(sqlite3.OperationalError("database is locked"), op)
         try:
-            with self._transaction(op, deadline) as conn:
+            with self._transaction(op, deadline, pid) as conn:
                 yield conn
         finally:
             writer.release()
 
     @contextlib.contextmanager
-    def _transaction(self, op: str, deadline: float) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, op: str, deadline: float, pid: int) -> Iterator[sqlite3.Connection]:
         producer = op in _PRODUCER_OPS
         durable = op in _DURABLE_OPS
         sync = self.options.synchronous if durable else self.options.worker_synchronous
@@ -425,7 +430,7 @@ class SQLiteBackend:
         if own_sync:
             sync = "NORMAL"
         try:
-            conn = self._connection()
+            conn = self._connection(pid)
             local = self._local
             if local.autocheckpoint == producer:
                 pages = 0 if producer else self._autocheckpoint_pages

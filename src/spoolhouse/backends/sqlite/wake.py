@@ -179,13 +179,12 @@ class WakeChannel:
         self._peers_pid = 0
         self._usable: bool | None = None
 
-    @property
-    def _lock(self) -> threading.Lock:
+    def _lock_for(self, pid: int) -> threading.Lock:
         # A lock held by another thread at fork() would stay held in the child.
-        pid, lock = self._lock_pair
-        if pid != os.getpid():
+        owner, lock = self._lock_pair
+        if owner != pid:
             lock = threading.Lock()
-            self._lock_pair = (os.getpid(), lock)
+            self._lock_pair = (pid, lock)
         return lock
 
     # -- setup -------------------------------------------------------------------
@@ -246,16 +245,17 @@ class WakeChannel:
         try:
             # Sending under the lock is cheap (non-blocking sockets) and lets a
             # socket be closed without another thread still sending on it.
-            with self._lock:
-                return self._send_to_all(message)
+            pid = os.getpid()  # read once: a system call
+            with self._lock_for(pid):
+                return self._send_to_all(message, pid)
         except OSError:
             return 0
 
-    def _send_to_all(self, message: bytes) -> int:
-        paths = self._listing()
+    def _send_to_all(self, message: bytes, pid: int) -> int:
+        paths = self._listing(pid)
         if not paths:
             return 0
-        peers = self._peers_here()
+        peers = self._peers_here(pid)
         delivered = 0
         stale = False
         for path in paths:
@@ -283,8 +283,9 @@ class WakeChannel:
             self._listing_mtime = None
         return delivered
 
-    def _peers_here(self) -> dict[str, socket.socket]:
-        pid = os.getpid()
+    def _peers_here(self, pid: int | None = None) -> dict[str, socket.socket]:
+        if pid is None:
+            pid = os.getpid()
         if self._peers_pid != pid:
             # inherited across fork: close this process's copies (the parent keeps its own)
             for peer in self._peers.values():
@@ -311,12 +312,12 @@ class WakeChannel:
             with contextlib.suppress(OSError):
                 peer.close()
 
-    def _listing(self) -> list[str]:
+    def _listing(self, pid: int | None = None) -> list[str]:
         try:
             info = os.lstat(self.directory)
         except FileNotFoundError:
             self._listing_mtime = None
-            for path in list(self._peers_here()):
+            for path in list(self._peers_here(pid)):
                 self._drop_peer(path)
             return []  # no waiter has ever bound here, or the last one left
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != _uid():
@@ -336,7 +337,7 @@ class WakeChannel:
             self._listing_mtime = info.st_mtime_ns
             self._listing_at = now
             listed = set(self._paths)
-            for path in [p for p in self._peers_here() if p not in listed]:
+            for path in [p for p in self._peers_here(pid) if p not in listed]:
                 self._drop_peer(path)  # its waiter left
         return self._paths
 

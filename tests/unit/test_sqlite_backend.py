@@ -683,6 +683,28 @@ def test_enqueue_batch_stores_what_enqueue_many_stores(
     backend.enqueue_batch(JobBatch(template, [], [], []), now=NOW)  # nothing to store
 
 
+def test_a_full_claim_reads_no_further_level_or_queue(backend: SQLiteBackend) -> None:
+    """Once ``limit`` jobs are claimed, the next priority level and the next queue are
+    not looked up (a statement less on every claim, which an idle worker's wake-up waits on)."""
+    for queue, priority in (("a", 5), ("a", 1), ("b", 0)):
+        backend.enqueue(make_job(queue=queue, priority=priority), now=NOW)
+    statements: list[str] = []
+    conn = backend._connection()
+    conn.set_trace_callback(statements.append)
+    try:
+        (job,) = backend.claim(["a", "b"], worker_id="w", now=NOW, lease=30, limit=1)
+    finally:
+        conn.set_trace_callback(None)
+    assert job.queue == "a" and job.priority == 5
+    assert not [s for s in statements if "priority < " in s]  # _NEXT_PRIORITY
+    # the look before the write lock reads each queue's head; the claim itself skips b
+    assert not [s for s in statements if "queue = 'b'" in s and "SELECT priority FROM" in s]
+    assert [s for s in statements if "queue = 'a'" in s and "SELECT priority FROM" in s]
+    # asked for more, it goes on to the next level and the next queue
+    claimed = backend.claim(["a", "b"], worker_id="w", now=NOW, lease=30, limit=5)
+    assert [(j.queue, j.priority) for j in claimed] == [("a", 1), ("b", 0)]
+
+
 def test_bad_rows_are_refused_by_the_table(backend: SQLiteBackend) -> None:
     """STRICT columns and CHECKs keep malformed rows out (R18 writes behind our back)."""
     conn = backend._connection()

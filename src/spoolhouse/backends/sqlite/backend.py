@@ -776,6 +776,8 @@ class SQLiteBackend:
         params: dict[str, Any] = {"now": now, "worker_id": worker_id, "expires": now + lease}
         allowance = self._allowance(conn, limits, now) if limits else {}
         for queue in due:
+            if count >= limit:
+                break  # full: later queues and levels are not read
             params["queue"] = queue
             level = conn.execute(_TOP_PRIORITY, (queue,)).fetchone()
             while level is not None and count < limit:
@@ -796,6 +798,8 @@ class SQLiteBackend:
                     rows = conn.execute(_CLAIM, params).fetchall()
                 levels.append(rows)
                 count += len(rows)
+                if count >= limit:
+                    break
                 level = conn.execute(_NEXT_PRIORITY, (queue, level[0])).fetchone()
         return levels
 

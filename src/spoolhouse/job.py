@@ -156,7 +156,20 @@ def new_job_id(now: float | None = None) -> str:
     one's 74 random bits plus a small random increment, as the RFC's monotonic
     method allows.
     """
-    return new_job_ids(1, now)[0]
+    global _last
+    ms = int((time.time() if now is None else now) * 1000) & _MS_MASK
+    noise = int.from_bytes(os.urandom(12), "big")  # 74 fresh random bits, a 16-bit step
+    with _id_lock:
+        at, rand = _last
+        if ms > at:
+            at, rand = ms, noise & _RAND_MASK
+        else:
+            rand += 1 + (noise >> 80)
+            if rand >> 74:  # the counter ran over: borrow the next millisecond
+                at, rand = at + 1, rand & _RAND_MASK
+        _last = (at, rand)
+        head = _id_head(at)
+    return _id_text(head, rand)
 
 
 def new_job_ids(count: int, now: float | None = None) -> list[str]:
@@ -186,17 +199,24 @@ def new_job_ids(count: int, now: float | None = None) -> list[str]:
             if rand >> 74:  # the counter ran over: borrow the next millisecond
                 at, rand = at + 1, rand & _RAND_MASK
                 head = _id_head(at)
-            # 48 bits time | version 7 | 12 random bits | variant 0b10 | 62 random bits
-            append(
-                f"{head}-7{(rand >> 62) & 0xFFF:03x}-{0x8000 | ((rand >> 48) & 0x3FFF):04x}"
-                f"-{rand & 0xFFFFFFFFFFFF:012x}"
-            )
+            append(_id_text(head, rand))
         _last = (at, rand)
     return ids
 
 
 _MS_MASK: Final = (1 << 48) - 1
 _RAND_MASK: Final = (1 << 74) - 1
+
+
+def _id_text(head: str, rand: int) -> str:
+    """An id from its head (:func:`_id_head`) and its 74 random bits.
+
+    48 bits time | version 7 | 12 random bits | variant 0b10 | 62 random bits.
+    """
+    return (
+        f"{head}-7{(rand >> 62) & 0xFFF:03x}-{0x8000 | ((rand >> 48) & 0x3FFF):04x}"
+        f"-{rand & 0xFFFFFFFFFFFF:012x}"
+    )
 
 
 def _id_head(ms: int) -> str:

@@ -68,9 +68,12 @@ def test_a_batch_whose_random_bits_run_over_borrows_the_next_millisecond() -> No
     with job_module._id_lock:
         job_module._last = (ms, job_module._RAND_MASK - 5)  # a step or two from the top
     ids = job_module.new_job_ids(50, at)
-    assert ids == sorted(ids) and len(set(ids)) == 50
+    with job_module._id_lock:
+        job_module._last = (ms + 1, job_module._RAND_MASK)  # at the very top
+    ids.append(job_module.new_job_id(at))  # a single id runs over too
+    assert ids == sorted(ids) and len(set(ids)) == 51
     stamps = [uuid.UUID(i).int >> 80 for i in ids]
-    assert stamps[0] in (ms, ms + 1) and stamps[-1] == ms + 1
+    assert stamps[0] in (ms, ms + 1) and stamps[-2] == ms + 1 and stamps[-1] == ms + 2
     assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
 
 

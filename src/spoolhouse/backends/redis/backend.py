@@ -48,9 +48,17 @@ from redis.connection import ConnectionPool, parse_url
 from redis.retry import Retry
 
 from ...errors import BackendUnavailable, ConfigurationError, EnqueueTimeout, StorageFull
-from ...job import FINAL_STATES, Job, JobState
+from ...job import FINAL_STATES, Job, JobBatch, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
-from .codec import decode_job, encode_job, encode_job_resp, float_text, order_key, pairs
+from .codec import (
+    batch_resp,
+    decode_job,
+    encode_job,
+    encode_job_resp,
+    float_text,
+    order_key,
+    pairs,
+)
 from .keys import Keyspace
 from .scripts import NAMES, READ_ONLY, Scripts, library, source
 
@@ -393,10 +401,26 @@ class RedisBackend:
         error: type[BackendUnavailable] = BackendUnavailable,
         timeout: float | None = None,
     ) -> Iterator[None]:
-        """Translate redis-py's errors into Spoolhouse's.
+        """Translate redis-py's errors into Spoolhouse's (see :meth:`_translate`)."""
+        try:
+            yield
+        except redis.exceptions.RedisError as exc:
+            translated = self._translate(exc, what, error, timeout)
+            if translated is None:
+                raise
+            raise translated from exc
 
-        ``error`` is raised when Redis is unreachable, slow or refuses writes
-        (``EnqueueTimeout`` for producers); ``StorageFull`` when it is out of memory.
+    def _translate(
+        self,
+        exc: redis.exceptions.RedisError,
+        what: str,
+        error: type[BackendUnavailable],
+        timeout: float | None,
+    ) -> Exception | None:
+        """The Spoolhouse error for redis-py's ``exc``, or None to raise ``exc`` as it is.
+
+        ``error`` when Redis is unreachable, slow or refuses writes (``EnqueueTimeout``
+        for producers); ``StorageFull`` when it is out of memory.
         """
         # An enqueue that fails stored nothing (its script is fenced by a deadline); for
         # other operations a lost reply leaves the outcome unknown, which leases and
@@ -406,39 +430,37 @@ class RedisBackend:
             if issubclass(error, EnqueueTimeout)
             else "it may or may not have been applied"
         )
-        try:
-            yield
-        except redis.exceptions.TimeoutError as exc:
+        if isinstance(exc, redis.exceptions.TimeoutError):
             bound = self._timeout if timeout is None else timeout
-            raise error(
+            return error(
                 f"Redis at {self.url} did not answer {what} within {bound:g} s; {outcome}. "
                 "Check that the server is up and not paused, or raise the timeout"
-            ) from exc
-        except redis.exceptions.ConnectionError as exc:
-            raise error(
+            )
+        if isinstance(exc, redis.exceptions.ConnectionError):
+            return error(
                 f"cannot reach Redis at {self.url} for {what} ({exc}); {outcome}. "
                 "Check that the server is running and the URL is right"
-            ) from exc
-        except redis.exceptions.NoPermissionError as exc:
-            raise ConfigurationError(
+            )
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            return ConfigurationError(
                 f"the Redis user of {self.url} may not run {what} ({exc}); grant it the "
                 f"keys {self.keys.pattern} and the commands FCALL, FCALL_RO, FUNCTION LOAD, EVALSHA, "
                 "EVALSHA_RO, EVAL, EVAL_RO, "
                 "BLPOP, EXISTS, HGETALL, SMEMBERS, ZRANGE, ZREVRANGEBYLEX, SCAN, UNLINK, INFO, "
                 "TIME (and CONFIG GET)"
-            ) from exc
-        except redis.exceptions.ResponseError as exc:
+            )
+        if isinstance(exc, redis.exceptions.ResponseError):
             message = str(exc)
             if isinstance(exc, redis.exceptions.OutOfMemoryError) or message.startswith("OOM"):
-                raise StorageFull(
+                return StorageFull(
                     f"Redis at {self.url} is out of memory ({message}); nothing was stored. "
                     "Raise maxmemory, or prune finished jobs"
-                ) from exc
+                )
             if isinstance(exc, redis.exceptions.ReadOnlyError) or message.startswith(
                 _UNAVAILABLE_REPLIES
             ):
-                raise error(f"Redis at {self.url} refused {what} ({message})") from exc
-            raise
+                return error(f"Redis at {self.url} refused {what} ({message})")
+        return None
 
     def _scripts(self, clients: _Clients) -> Scripts:
         return clients.flagged if self._flags else clients.legacy
@@ -524,12 +546,33 @@ class RedisBackend:
 
     # -- producer ---------------------------------------------------------------
     def enqueue(self, job: Job, *, now: float) -> Job:
+        if job.key is None and job.state == JobState.PENDING:
+            # the common case: enqueue_batch.lua, with fewer arguments and no field loop
+            count, body = batch_resp(job, (job.id,), (job.payload,), (job.headers,))
+            reply = self._fenced("enqueue_batch", now, body, count)
+            return job if reply == 0 else decode_job(reply)
         return self._enqueue([job], now)[0]
 
     def enqueue_many(self, jobs: Sequence[Job], *, now: float) -> list[Job]:
         if not jobs:
             return []
         return self._enqueue(list(jobs), now)
+
+    def enqueue_batch(self, batch: JobBatch, *, now: float) -> None:
+        """:meth:`enqueue_many` of ``batch.jobs()`` for a batch without a unique key (see
+        ``Backend.enqueue_many``), in one call of ``enqueue_batch.lua``: the fields the jobs
+        share are sent once, then each job's id and ``_d``; the same hashes and index
+        entries as :meth:`enqueue_many`, atomic, with the same deadline."""
+        template = batch.template
+        if template.key is not None:
+            raise ValueError("enqueue_batch: the batch has a unique key; use enqueue_many")
+        if not batch.ids:
+            return
+        if template.state != JobState.PENDING:
+            self._enqueue(batch.jobs(), now)
+            return
+        count, body = batch_resp(template, batch.ids, batch.payloads, batch.headers)
+        self._fenced("enqueue_batch", now, body, count)
 
     @staticmethod
     def _job_args(job: Job) -> list[bytes | str | int]:
@@ -554,40 +597,64 @@ class RedisBackend:
             n, packed = self._job_resp(job)
             body.append(packed)
             count += n
+        reply = self._fenced("enqueue", now, b"".join(body), count)
+        return [
+            job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
+        ]
+
+    def _fenced(self, name: str, now: float, body: bytes, count: int) -> Any:
+        """Run the enqueue script ``name`` on the producer pool with ``now``, a deadline
+        and ``body`` (``count`` RESP bulk strings, already encoded: a job that cannot be
+        stored failed before any I/O); raise ``EnqueueTimeout`` when it ran late."""
         clients = self._current()
         bound = self.enqueue_timeout
-        started = time.monotonic()
-        if not self._checked:
-            self._check(clients.producer, EnqueueTimeout, bound)
-        with self._errors("the enqueue", EnqueueTimeout, bound):
-            offset = self._server_offset(clients.producer)
-        if time.monotonic() - started >= bound:
-            # the one-time preliminaries (check, clock offset) used up the budget
-            raise EnqueueTimeout(
-                f"Redis at {self.url} answered too slowly to enqueue within {bound:g} s; "
-                "nothing was stored"
-            )
-        with self._errors("the enqueue", EnqueueTimeout, bound):
-            # The script refuses to run once the server's clock passes the moment this
-            # client stops waiting: a timed-out enqueue never lands later (a stalled
-            # server that resumes would otherwise store a job the caller saw fail).
-            deadline = _micros(time.time() + offset + bound)
+        offset = self._offset
+        if (
+            offset is None
+            or not self._checked
+            or time.monotonic() - self._offset_at > OFFSET_TTL
+        ):
+            offset = self._prepare_enqueue(clients, bound)
+        # The script refuses to run once the server's clock passes the moment this
+        # client stops waiting: a timed-out enqueue never lands later (a stalled server
+        # that resumes would otherwise store a job the caller saw fail).
+        deadline = _micros(time.time() + offset + bound)
+        try:
             reply = self._evalsha(
                 clients.producer,
                 clients.idle_producer,
-                self._scripts(clients).enqueue,
-                b"".join([_bulk([float_text(now), deadline]), *body]),
+                getattr(self._scripts(clients), name),
+                b"%s%s" % (_bulk([float_text(now), deadline]), body),
                 2 + count,
             )
+        except redis.exceptions.RedisError as exc:
+            translated = self._translate(exc, "the enqueue", EnqueueTimeout, bound)
+            if translated is None:
+                raise
+            raise translated from exc
         if reply == b"late":
             self._offset = None
             raise EnqueueTimeout(
                 f"Redis at {self.url} ran the enqueue after its deadline (the server's clock "
                 "moved, or the server stalled); nothing was stored. Retrying is safe"
             )
-        return [
-            job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
-        ]
+        return reply
+
+    def _prepare_enqueue(self, clients: _Clients, bound: float) -> float:
+        """The one-time preliminaries of an enqueue (the server check) and the clock
+        offset, measured again every :data:`OFFSET_TTL` seconds; each round trip is bounded
+        by ``bound``, and an enqueue they leave no time for is abandoned (nothing sent)."""
+        started = time.monotonic()
+        if not self._checked:
+            self._check(clients.producer, EnqueueTimeout, bound)
+        with self._errors("the enqueue", EnqueueTimeout, bound):
+            offset = self._server_offset(clients.producer)
+        if time.monotonic() - started >= bound:
+            raise EnqueueTimeout(
+                f"Redis at {self.url} answered too slowly to enqueue within {bound:g} s; "
+                "nothing was stored"
+            )
+        return offset
 
     def _evalsha(
         self, client: redis.Redis, idle: list[Any], script: Any, argv: bytes, count: int

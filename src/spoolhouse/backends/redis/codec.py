@@ -229,6 +229,69 @@ def encode_job_resp(job: Job) -> tuple[int, bytes]:
     return len(out), b"".join(out)
 
 
+# The fields enqueue_batch.lua takes in places of their own (task, queue, run_at and
+# max_attempts), sets itself (state: pending) or never receives (key: such jobs go to
+# enqueue.lua); the others are the shared pairs of its ARGV.
+_BATCH_PLACED = frozenset({"task", "queue", "state", "run_at", "max_attempts", "key"})
+_SHARED_FIELDS = tuple(entry for entry in _RESP_FIELDS if entry[0] not in _BATCH_PLACED)
+
+
+def batch_resp(
+    template: Job,
+    ids: Sequence[str],
+    payloads: Sequence[bytes],
+    headers: Sequence[str | None],
+) -> tuple[int, bytes]:
+    """``ARGV[4]`` on of ``enqueue_batch.lua`` as RESP bulk strings: (how many, the bytes).
+
+    The jobs are ``template`` with each id, payload and headers put in; its own are not
+    used, nor its key (the caller sends only jobs without one) or state (the script
+    stores them pending). Each job's hash is the one :func:`encode_job_resp` gives
+    (with ``_rk``), fields sent once for the batch: only the id and ``_d`` per job.
+    """
+    run_at = _to_float("run_at", template.run_at)
+    rk = order_key(template.run_at).encode()
+    out: list[bytes] = []
+    for raw in (
+        _to_str("task", template.task),
+        _to_str("queue", template.queue),
+        run_at,
+        rk,
+        _to_int("max_attempts", template.max_attempts),
+    ):
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    at = len(out)
+    out.append(b"")  # how many shared values follow, set below
+    for name, bulk_name, convert, default in _SHARED_FIELDS:
+        value = getattr(template, name)
+        if value is None or (value == default and type(value) is type(default)):
+            continue
+        raw = convert(name, value)
+        out.append(bulk_name)
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    shared = len(out) - at - 1
+    out[at] = b"$%d\r\n%d\r\n" % (len(str(shared)), shared)
+    count = len(out) + 2 * len(ids)
+    # _d of each job: see pack (the same bytes)
+    created = _to_float("created_at", template.created_at)
+    timeout = None if template.timeout is None else _to_float("timeout", template.timeout)
+    head = b"%d,%s," % (len(created), b"-" if timeout is None else b"%d" % len(timeout))
+    tail = created + (timeout or b"")
+    append = out.append
+    for job_id, payload, text in zip(ids, payloads, headers, strict=True):
+        raw_id = _to_str("id", job_id)
+        if text is None:
+            packed = b"1%d,%s-;%s%s%s" % (len(raw_id), head, raw_id, tail, _to_bytes("payload", payload))
+        else:
+            raw_headers = _to_str("headers", text)
+            packed = b"1%d,%s%d;%s%s%s%s" % (
+                len(raw_id), head, len(raw_headers), raw_id, tail, raw_headers,
+                _to_bytes("payload", payload),
+            )
+        append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(raw_id), raw_id, len(packed), packed))
+    return count, b"".join(out)
+
+
 def _decode_bool(raw: bytes) -> bool:
     return raw == b"1"
 

@@ -27,6 +27,7 @@ from .keys import BUILDERS, FIXED, WAKE_MAX, lua_prelude
 
 NAMES = (
     "enqueue",
+    "enqueue_batch",
     "claim",
     "extend_leases",
     "set_progress",
@@ -55,10 +56,10 @@ def _read(name: str) -> str:
 
 
 #: Scripts that may run when Redis is over ``maxmemory`` (Redis 7 script flags): every one
-#: but those that make new jobs (enqueue, schedule_tick), so that workers can still claim,
-#: finish and prune (which frees memory), operators delete and dashboards read stats, while
-#: new jobs are refused with ``StorageFull``.
-ALLOW_OOM = frozenset(NAMES) - {"enqueue", "schedule_tick"}
+#: but those that make new jobs (enqueue, enqueue_batch, schedule_tick), so that workers
+#: can still claim, finish and prune (which frees memory), operators delete and dashboards
+#: read stats, while new jobs are refused with ``StorageFull``.
+ALLOW_OOM = frozenset(NAMES) - {"enqueue", "enqueue_batch", "schedule_tick"}
 
 #: Scripts that only read (Redis 7 flag ``no-writes``): they also run while writes are
 #: paused (``CLIENT PAUSE WRITE``), like the plain reads of inspection.
@@ -198,6 +199,7 @@ class Scripts:
     """The registered scripts of one client (``redis.commands.core.Script`` objects)."""
 
     enqueue: Any
+    enqueue_batch: Any
     claim: Any
     extend_leases: Any
     set_progress: Any

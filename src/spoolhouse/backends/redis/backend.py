@@ -55,6 +55,7 @@ from .codec import (
     decode_job,
     encode_job,
     encode_job_resp,
+    float_bytes,
     float_text,
     order_key,
     pairs,
@@ -618,13 +619,15 @@ class RedisBackend:
         # The script refuses to run once the server's clock passes the moment this
         # client stops waiting: a timed-out enqueue never lands later (a stalled server
         # that resumes would otherwise store a job the caller saw fail).
-        deadline = _micros(time.time() + offset + bound)
+        deadline = _micros(time.time() + offset + bound).encode()
+        raw_now = float_bytes("now", now)
         try:
             reply = self._evalsha(
                 clients.producer,
                 clients.idle_producer,
                 getattr(self._scripts(clients), name),
-                b"%s%s" % (_bulk([float_text(now), deadline]), body),
+                b"$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
+                % (len(raw_now), raw_now, len(deadline), deadline, body),
                 2 + count,
             )
         except redis.exceptions.RedisError as exc:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -234,6 +235,14 @@ def encode_job_resp(job: Job) -> tuple[int, bytes]:
 # enqueue.lua); the others are the shared pairs of its ARGV.
 _BATCH_PLACED = frozenset({"task", "queue", "state", "run_at", "max_attempts", "key"})
 _SHARED_FIELDS = tuple(entry for entry in _RESP_FIELDS if entry[0] not in _BATCH_PLACED)
+_get_shared = operator.attrgetter(*(entry[0] for entry in _SHARED_FIELDS))
+# Of those, the ones a new job of a spooler can have set; when the others are all None,
+# only these are looked at.
+_COMMON = frozenset({"priority", "attempt", "lost", "result_ttl", "abort_requested"})
+_COMMON_FIELDS = tuple(entry for entry in _SHARED_FIELDS if entry[0] in _COMMON)
+_get_common = operator.attrgetter(*(entry[0] for entry in _COMMON_FIELDS))
+_get_rare = operator.attrgetter(*(e[0] for e in _SHARED_FIELDS if e[0] not in _COMMON))
+_RARE_UNSET = (None,) * (len(_SHARED_FIELDS) - len(_COMMON_FIELDS))
 
 
 def batch_resp(
@@ -247,49 +256,62 @@ def batch_resp(
     The jobs are ``template`` with each id, payload and headers put in; its own are not
     used, nor its key (the caller sends only jobs without one) or state (the script
     stores them pending). Each job's hash is the one :func:`encode_job_resp` gives
-    (with ``_rk``), fields sent once for the batch: only the id and ``_d`` per job.
+    (with ``_rk``), with the same checks, its shared fields sent once: only the id and
+    ``_d`` per job. Also the single enqueue's encoder, hence the fast paths for the
+    exact types a spooler makes.
     """
-    run_at = _to_float("run_at", template.run_at)
-    rk = order_key(template.run_at).encode()
-    out: list[bytes] = []
-    for raw in (
-        _to_str("task", template.task),
-        _to_str("queue", template.queue),
-        run_at,
-        rk,
-        _to_int("max_attempts", template.max_attempts),
-    ):
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    at = len(out)
-    out.append(b"")  # how many shared values follow, set below
-    for name, bulk_name, convert, default in _SHARED_FIELDS:
-        value = getattr(template, name)
+    task, queue = template.task, template.queue
+    run_at, attempts = template.run_at, template.max_attempts
+    raw_task = task.encode() if type(task) is str else _to_str("task", task)
+    raw_queue = queue.encode() if type(queue) is str else _to_str("queue", queue)
+    raw_run_at = float_bytes("run_at", run_at)
+    raw_attempts = b"%d" % attempts if type(attempts) is int else _to_int("max_attempts", attempts)
+    shared: list[bytes] = []
+    if _get_rare(template) == _RARE_UNSET:
+        values, entries = _get_common(template), _COMMON_FIELDS
+    else:
+        values, entries = _get_shared(template), _SHARED_FIELDS
+    for value, (name, bulk_name, convert, default) in zip(values, entries, strict=True):
         if value is None or (value == default and type(value) is type(default)):
             continue
         raw = convert(name, value)
-        out.append(bulk_name)
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    shared = len(out) - at - 1
-    out[at] = b"$%d\r\n%d\r\n" % (len(str(shared)), shared)
-    count = len(out) + 2 * len(ids)
+        shared.append(b"%s$%d\r\n%s\r\n" % (bulk_name, len(raw), raw))
+    t = b"%d" % (2 * len(shared))
+    out = [
+        b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$16\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+        % (
+            len(raw_task), raw_task, len(raw_queue), raw_queue, len(raw_run_at), raw_run_at,
+            order_key(run_at).encode(), len(raw_attempts), raw_attempts, len(t), t,
+        ),
+        *shared,
+    ]
     # _d of each job: see pack (the same bytes)
-    created = _to_float("created_at", template.created_at)
-    timeout = None if template.timeout is None else _to_float("timeout", template.timeout)
+    created = float_bytes("created_at", template.created_at)
+    timeout = None if template.timeout is None else float_bytes("timeout", template.timeout)
     head = b"%d,%s," % (len(created), b"-" if timeout is None else b"%d" % len(timeout))
     tail = created + (timeout or b"")
     append = out.append
     for job_id, payload, text in zip(ids, payloads, headers, strict=True):
-        raw_id = _to_str("id", job_id)
+        raw_id = job_id.encode() if type(job_id) is str else _to_str("id", job_id)
+        if type(payload) is not bytes:
+            payload = _to_bytes("payload", payload)
         if text is None:
-            packed = b"1%d,%s-;%s%s%s" % (len(raw_id), head, raw_id, tail, _to_bytes("payload", payload))
+            packed = b"1%d,%s-;%s%s%s" % (len(raw_id), head, raw_id, tail, payload)
         else:
-            raw_headers = _to_str("headers", text)
+            raw_headers = text.encode() if type(text) is str else _to_str("headers", text)
             packed = b"1%d,%s%d;%s%s%s%s" % (
-                len(raw_id), head, len(raw_headers), raw_id, tail, raw_headers,
-                _to_bytes("payload", payload),
+                len(raw_id), head, len(raw_headers), raw_id, tail, raw_headers, payload
             )
         append(b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(raw_id), raw_id, len(packed), packed))
-    return count, b"".join(out)
+    return 6 + 2 * len(shared) + 2 * len(ids), b"".join(out)
+
+
+def float_bytes(name: str, value: object) -> bytes:
+    """:func:`float_text` as bytes, with the type check of the codec (``name`` is the
+    field's, for the message) and a fast path for a float that is not NaN."""
+    if type(value) is float and value == value:
+        return repr(value).encode()
+    return _to_float(name, value)
 
 
 def _decode_bool(raw: bytes) -> bool:

@@ -1197,6 +1197,18 @@ def test_producers_do_not_checkpoint_but_workers_do(
     assert pragma(backend, "wal_autocheckpoint") == 1000  # workers checkpoint as usual
     backend.enqueue(make_job(), now=NOW)
     assert pragma(backend, "wal_autocheckpoint") == 0
+    # the count is the process's: producer threads sharing the work checkpoint as one
+    checkpoints.clear()
+
+    def spool(n: int) -> None:
+        for _ in range(n):
+            backend.enqueue(make_job(id=new_job_id()), now=NOW)
+
+    for n in (4, 5):  # 1 + 4 + 5 = 10 commits since the last checkpoint
+        t = threading.Thread(target=spool, args=(n,))
+        t.start()
+        t.join()
+    assert checkpoints == [1]
 
 
 def test_row_mapping_covers_every_column_in_order() -> None:

@@ -63,8 +63,9 @@ _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 # ~1,000 pages and an fsync. Producers (a web request's enqueue) should not:
 # their connections run with wal_autocheckpoint off, and the workers' writes
 # (claim, complete, ...) keep it on. So that a producer-only period (workers
-# down) cannot grow the WAL without bound, a producer thread still runs a
-# PASSIVE checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits.
+# down) cannot grow the WAL without bound, a producer still runs a PASSIVE
+# checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits of the
+# process's producers.
 _PRODUCER_OPS: Final = frozenset({"enqueue", "enqueue_many"})
 # Writes whose caller is told "done" and must find it done after a power cut:
 # they commit at ``synchronous``. Every other write is a worker's transition of a
@@ -232,7 +233,6 @@ class _Local(threading.local):
     pid: int = 0
     autocheckpoint: bool = True  # the connection's wal_autocheckpoint is on
     synchronous: str = ""  # the connection's PRAGMA synchronous now
-    unchecked: int = 0  # producer commits since this thread last checkpointed
     unsynced: bool = False  # this thread's last commit waits for _sync_wal
     wal_fd: int = -1  # the -wal file, opened by _sync_wal, closed with conn
 
@@ -288,6 +288,7 @@ class SQLiteBackend:
         self._schema_lock_pid = os.getpid()
         self._writer_lock = threading.RLock()
         self._writer_pid = os.getpid()
+        self._unchecked = 0  # producer commits since this process last checkpointed
         self._wake = WakeChannel(wake_dir_for(self.path, wake_dir))
 
     def __repr__(self) -> str:
@@ -314,7 +315,6 @@ class SQLiteBackend:
         local.pid = pid
         local.autocheckpoint = True
         local.synchronous = self.options.synchronous
-        local.unchecked = 0
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -464,9 +464,11 @@ class SQLiteBackend:
         if own_sync:
             self._local.unsynced = True  # enqueue() syncs after its wake-up
         if producer:
-            self._local.unchecked += 1
-            if self._local.unchecked >= _PRODUCER_CHECKPOINT_EVERY:
-                self._local.unchecked = 0
+            # counted for the process (under the writer lock), not per thread: with
+            # several producer threads the WAL stays as short as with one
+            self._unchecked += 1
+            if self._unchecked >= _PRODUCER_CHECKPOINT_EVERY:
+                self._unchecked = 0
                 self._checkpoint(conn)
 
     def _sync_wal(self, op: str) -> None:

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import threading
+import time
 import uuid
+from collections.abc import Iterator
+
+import pytest
 
 from spoolhouse.job import new_job_id
+
+
+@pytest.fixture(autouse=True)
+def _restore_last_id() -> Iterator[None]:
+    """These tests set the process's last id to chosen times; put the real one back."""
+    from spoolhouse import job as job_module
+
+    saved = job_module._last
+    yield
+    with job_module._id_lock:
+        job_module._last = saved
 
 
 def test_ids_are_version_7_and_carry_the_time() -> None:
@@ -89,3 +107,46 @@ def test_a_job_batch_makes_the_jobs_the_constructor_makes() -> None:
         template.replace(id=ids[0], payload=b"a"),
         template.replace(id=ids[1], payload=b"b", headers='{"h":"1"}'),
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_forked_child_makes_other_ids_than_its_parent_and_never_blocks() -> None:
+    """Parent and child go on from the same last id: the child draws new random bits,
+    and gets a new id lock (the parent's may be held by another thread at fork)."""
+    from spoolhouse import job as job_module
+
+    at = 1_960_000_000.0
+    job_module.new_job_ids(5, at)  # the last id is now in this millisecond
+    job_module._id_lock.acquire()  # held by "another thread" while we fork
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its ids, written to the pipe
+            try:
+                ids = job_module.new_job_ids(500, at) + [job_module.new_job_id(at) for _ in range(500)]
+                os.write(write_end, "\n".join(ids).encode())
+            finally:
+                os._exit(0)
+    finally:
+        job_module._id_lock.release()
+    os.close(write_end)
+    chunks = []
+    deadline = time.monotonic() + 20
+    try:
+        while True:  # a child stuck on the inherited lock fails the test instead of hanging it
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail("the forked child did not finish making its ids")
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    child = set(b"".join(chunks).decode().split("\n"))
+    parent = set(job_module.new_job_ids(500, at) + [job_module.new_job_id(at) for _ in range(500)])
+    assert len(child) == 1000 and len(parent) == 1000
+    assert not child & parent

@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from spoolhouse.backends.base import Backend, CancelResult, LeaseState
-from spoolhouse.job import FINAL_STATES, Job, JobState, new_job_id
+from spoolhouse.job import FINAL_STATES, Job, JobBatch, JobState, new_job_id
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
@@ -245,6 +245,42 @@ def test_enqueue_many_applies_the_key_rule_within_the_batch(backend: Backend) ->
     assert backend.get(batch[1].id) is None
     assert backend.get(batch[2].id) is None
     assert backend.counts() == {"default": {"pending": 3}}
+
+
+@pytest.mark.parametrize("headers", ["none", "each", "some"])
+def test_enqueue_batch_stores_what_enqueue_many_stores(backend: Backend, headers: str) -> None:
+    """The optional ``enqueue_batch`` (see ``enqueue_many``'s docstring) stores each job of
+    a keyless batch as ``enqueue_many(batch.jobs())`` would; a retried batch changes
+    nothing. A backend without it is held to the same through the fallback."""
+    store = getattr(backend, "enqueue_batch", None)
+    if store is None:
+        def store(batch: JobBatch, *, now: float) -> None:
+            backend.enqueue_many(batch.jobs(), now=now)
+
+    template = make_job(queue="mail", priority=2, timeout=30.0, result_ttl=60.0,
+                        max_attempts=3).replace(id="", payload=b"")
+
+    def batch_of(n: int) -> JobBatch:
+        ids = [make_job().id for _ in range(n)]
+        heads = {
+            "none": [None] * n,
+            "each": [f'{{"trace":"{i}"}}' for i in range(n)],
+            "some": [None if i % 2 else f'{{"trace":"{i}"}}' for i in range(n)],
+        }[headers]
+        return JobBatch(template, ids,
+                        [f"[[{i}], {{}}]".encode() for i in range(n)], heads)
+
+    by_batch, by_many = batch_of(5), batch_of(5)
+    store(by_batch, now=NOW)
+    backend.enqueue_many(by_many.jobs(), now=NOW)
+    for mine, theirs in zip(by_batch.jobs(), by_many.jobs(), strict=True):
+        stored, reference = must_get(backend, mine.id), must_get(backend, theirs.id)
+        assert_same_record(stored, mine)
+        assert stored.replace(id=reference.id) == reference
+    again = JobBatch(by_batch.template, by_batch.ids, [b"[[9], {}]"] * 5, by_batch.headers)
+    store(again, now=NOW)
+    assert [must_get(backend, i).payload for i in by_batch.ids] == list(by_batch.payloads)
+    assert backend.counts() == {"mail": {"pending": 10}}
 
 
 def test_enqueue_many_is_all_or_nothing(backend: Backend) -> None:

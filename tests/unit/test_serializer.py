@@ -613,6 +613,15 @@ def _utf8_ok(text: str) -> bool:
     return True
 
 
+@pytest.mark.parametrize("args", [("\ud800",), ("a\udfffb", 1), (1, "x", "\udc80")])
+def test_a_lone_surrogate_leaves_the_fast_path_and_round_trips(args: tuple[Any, ...]) -> None:
+    """No UTF-8 form: the fast path declines, and the walk's \\u escapes keep it exact."""
+    assert serializer_module._scalar_call(args) is None
+    payload = JSON.dumps_call(args, {})
+    payload.decode("utf-8")  # valid UTF-8, so a worker can decode it
+    assert JSON.loads_call(payload) == (args, {})
+
+
 @pytest.mark.parametrize(
     "args",
     [(Size.BIG,), (Color.RED,), (b"x",), ([1],), ({"a": 1},), ((1,),), (Decimal("1"),), (True, None, object())],

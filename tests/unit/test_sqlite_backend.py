@@ -661,7 +661,7 @@ def test_enqueue_batch_stores_what_enqueue_many_stores(
                    max_attempts=4, timeout=30, created_at=NOW, result_ttl=60)
     ids = [new_job_id(NOW) for _ in range(5)]
     payloads = [f"[{i}]".encode() for i in range(5)]
-    heads = {"none": [None] * 5, "all": ['{"t":"1"}'] * 5,
+    heads = {"none": [None] * 5, "all": [f'{{"t":"{i}"}}' for i in range(5)],
              "some": [None, '{"t":"1"}', None, None, '{"t":"2"}']}[headers]
     batch = JobBatch(template, ids, payloads, heads)
     backend.enqueue_batch(batch, now=NOW)

@@ -98,7 +98,8 @@ class Backend(Protocol):
         template has no key exactly as ``enqueue_many(batch.jobs(), now=now)``
         would, without building a ``Job`` per entry; each job is then stored
         under its own id (or already was). ``spool_many`` uses it when the
-        backend has it and no ``job_spooled`` receiver needs the records.
+        backend has it and no ``job_spooled`` receiver needs the records, so a
+        subclass that changes ``enqueue_many`` must change ``enqueue_batch`` too.
         """
         ...
 

@@ -78,7 +78,7 @@ _DURABLE_OPS: Final = _PRODUCER_OPS | {"schedule_tick", "cancel", "requeue", "de
 # 250 commits of a single enqueue are about 1,500 WAL pages, close to the 1,000
 # pages after which the workers' writes checkpoint. With 1,000, a producer-only
 # run first grew the -wal file to ~24 MB, and an fsync that extends the file
-# costs more: 5,000 enqueues into a new store ran 0.50-0.57 of a one-row commit
+# costs more: 3,000 enqueues into a new store ran 0.50-0.57 of a one-row commit
 # loop's rate with 1,000 and 0.62-0.69 with 250 (3 interleaved runs, AMD VM).
 _PRODUCER_CHECKPOINT_EVERY: Final = 250
 _AUTOCHECKPOINT_PAGES: Final = 1000  # SQLite's default
@@ -692,9 +692,11 @@ class SQLiteBackend:
             return
         with_headers = nones == 0
         headers = "" if with_headers else None
-        present, values = _compact_row(batch.template.replace(headers=headers))
+        # id and payload set (never NULL), so the row's first four values are
+        # id, task, queue, payload whatever the template holds
+        present, values = _compact_row(batch.template.replace(id="", payload=b"", headers=headers))
         insert_new = _insert_statements(present)[1]
-        # id, task, queue, payload come first in every row (never NULL); headers last
+        # headers, when there are any, is the last column
         task, queue, rest = values[1], values[2], values[4:-1] if with_headers else values[4:]
         if with_headers:
             rows = [

@@ -45,7 +45,8 @@ def main() -> None:
     local.sort(key=lambda k: (not k.startswith("spoolhouse"), k))
     remote.sort(key=lambda k: (not k.startswith("spoolhouse"), k))
     order = local + remote
-    labels = [systems[k]["label"].replace(" (", "\n(")
+    labels = [systems[k]["label"].replace(" (", "\n(").replace("commit, ", "commit,\n")
+              .replace("trip (", "trip\n(")
               + ("" if systems[k]["store"] != "files" else "\n(spool files)") for k in order]
     y = list(range(len(order)))[::-1]  # first system at the top
     colors = [SPOOLHOUSE if k.startswith("spoolhouse") else PEER for k in order]
@@ -74,7 +75,10 @@ def main() -> None:
         ax.set_xlim(left, high * 8)
         for yi, value, color in zip(y, values, colors, strict=True):
             if not value:
-                note = systems[order[y.index(yi)]].get("note") or "not measured"
+                key = order[y.index(yi)]
+                # a limit's note explains it in the JSON; in a panel it would run over the next
+                note = ("not a job system" if key.startswith("limit")
+                        else systems[key].get("note") or "not measured")
                 ax.text(left * 1.2, yi, note, va="center", fontsize=8, color="#888888")
                 continue
             ax.barh(yi, value - left, left=left, color=color, height=0.62)

@@ -31,6 +31,16 @@
 -- same double in Python. Constants given to redis.call are strings ('0', not 0): Redis
 -- formats a Lua number with printf on every call.
 
+-- Has the server's clock (TIME) passed `deadline`, whole microseconds as decimal
+-- text without a leading zero? Compared as text, no number parsing: the longer is
+-- larger, else the order of the digits. The enqueue scripts refuse to run past the
+-- moment their client stopped waiting.
+local function past(deadline)
+  local clock = redis.call('TIME')
+  local server = clock[1] .. string.rep('0', 6 - #clock[2]) .. clock[2]
+  return #server > #deadline or (#server == #deadline and server > deadline)
+end
+
 local function fmt(x)
   return string.format('%.17g', x)
 end

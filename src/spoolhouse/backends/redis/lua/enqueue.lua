@@ -18,12 +18,7 @@
 --          none; a timed-out enqueue that Redis gets to run late stores nothing; idle
 --          workers of each touched queue are woken.
 
--- compared as decimal text (no number parsing): the longer is larger, else the order
--- of the digits
-local clock = redis.call('TIME')
-local server = clock[1] .. string.rep('0', 6 - #clock[2]) .. clock[2]
-local deadline = ARGV[3]
-if #server > #deadline or (#server == #deadline and server > deadline) then
+if past(ARGV[3]) then
   return 'late'
 end
 local now = tonumber(ARGV[2])

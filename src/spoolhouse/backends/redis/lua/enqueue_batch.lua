@@ -20,12 +20,7 @@
 --          nothing, and nothing when late, as in enqueue.lua. The common case, one
 --          job, takes no table but TIME's.
 
--- compared as decimal text (no number parsing): the longer is larger, else the order
--- of the digits
-local clock = redis.call('TIME')
-local server = clock[1] .. string.rep('0', 6 - #clock[2]) .. clock[2]
-local deadline = ARGV[3]
-if #server > #deadline or (#server == #deadline and server > deadline) then
+if past(ARGV[3]) then
   return 'late'
 end
 local queue, run_at, rk = ARGV[5], ARGV[6], ARGV[7]

@@ -283,9 +283,8 @@ class WakeChannel:
             self._listing_mtime = None
         return delivered
 
-    def _peers_here(self, pid: int | None = None) -> dict[str, socket.socket]:
-        if pid is None:
-            pid = os.getpid()
+    def _peers_here(self, pid: int) -> dict[str, socket.socket]:
+        """This process's sockets to waiters; ``pid`` is ``os.getpid()``."""
         if self._peers_pid != pid:
             # inherited across fork: close this process's copies (the parent keeps its own)
             for peer in self._peers.values():
@@ -312,7 +311,7 @@ class WakeChannel:
             with contextlib.suppress(OSError):
                 peer.close()
 
-    def _listing(self, pid: int | None = None) -> list[str]:
+    def _listing(self, pid: int) -> list[str]:
         try:
             info = os.lstat(self.directory)
         except FileNotFoundError:

@@ -392,11 +392,11 @@ def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
 
 
 def job_rows(db: Path) -> dict[str, sqlite3.Row]:
-    return {r["id"]: r for r in query(db, "SELECT * FROM jobs")}
+    return {r["id"]: r for r in query(db, "SELECT * FROM all_jobs")}
 
 
 def state_counts(db: Path) -> dict[str, int]:
-    return {r[0]: r[1] for r in query(db, "SELECT state, count(*) FROM jobs GROUP BY state")}
+    return {r[0]: r[1] for r in query(db, "SELECT state, count(*) FROM all_jobs GROUP BY state")}
 
 
 def owner_pid(worker_id: str | None) -> int | None:
@@ -417,7 +417,7 @@ def integrity(db: Path) -> str:
 def orphaned_running(db: Path) -> list[tuple[str, str | None]]:
     """Running rows whose owning worker process is gone."""
     out = []
-    for r in query(db, "SELECT id, worker_id FROM jobs WHERE state = 'running'"):
+    for r in query(db, "SELECT id, worker_id FROM all_jobs WHERE state = 'running'"):
         pid = owner_pid(r["worker_id"])
         if pid is None or not pid_alive(pid):
             out.append((r["id"], r["worker_id"]))
@@ -592,7 +592,7 @@ def start_barrier(sc: Scenario, parties: int, timeout: float = 60.0) -> list[int
 
         pids = wait_until(done, timeout, message=f"{parties} barrier jobs running at once")
         wait_until(
-            lambda: not query(sc.db, "SELECT 1 FROM jobs WHERE task = 'barrier' AND state != "
+            lambda: not query(sc.db, "SELECT 1 FROM all_jobs WHERE task = 'barrier' AND state != "
                                      "'succeeded' LIMIT 1"),
             timeout, message="barrier jobs to finish",
         )

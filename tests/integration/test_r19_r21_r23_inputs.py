@@ -1,7 +1,7 @@
 """R19, R21, R23: bad input is refused at the call site, and nothing is written.
 
 Each test spools through the real SQLite store and then opens the database
-file with :mod:`sqlite3` directly: ``SELECT count(*) FROM jobs`` must show
+file with :mod:`sqlite3` directly: ``SELECT count(*) FROM all_jobs`` must show
 exactly the jobs that were accepted.
 
 R19 non-JSON-serialisable / wrongly bound arguments: ``TypeError`` family
@@ -68,7 +68,7 @@ class Store:
     def rows(self) -> int:
         conn = sqlite3.connect(str(self.db))
         try:
-            return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM all_jobs").fetchone()[0])
         finally:
             conn.close()
 
@@ -279,8 +279,8 @@ def test_r23_stored_times_are_utc_instants(store: Store) -> None:
 
     conn = sqlite3.connect(str(store.db))
     try:
-        rows = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, run_at, typeof(run_at) FROM jobs")}
-        odd = conn.execute("SELECT count(*) FROM jobs WHERE typeof(run_at) != 'real' OR "
+        rows = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, run_at, typeof(run_at) FROM all_jobs")}
+        odd = conn.execute("SELECT count(*) FROM all_jobs WHERE typeof(run_at) != 'real' OR "
                            "typeof(created_at) != 'real'").fetchone()[0]
     finally:
         conn.close()

@@ -145,7 +145,7 @@ def cpu_seconds(pids: Iterable[int]) -> float:
 
 
 def status_of(db: Path, job_id: str) -> str | None:
-    rows = query(db, "SELECT state FROM jobs WHERE id = ?", (job_id,))
+    rows = query(db, "SELECT state FROM all_jobs WHERE id = ?", (job_id,))
     return str(rows[0]["state"]) if rows else None
 
 
@@ -233,7 +233,7 @@ def test_periodic_two_supervisors_exactly_once_per_tick_and_takeover(sc: Scenari
     lateness = [first_start[t] / 1e9 - t for t in interior if t in first_start]
 
     rows = query(sc.db, "SELECT id, json_extract(headers, '$.\"spoolhouse-tick\"') AS tick, "
-                        "state, attempt, lost FROM jobs WHERE task = ?",
+                        "state, attempt, lost FROM all_jobs WHERE task = ?",
                  (app.NAME,))
     stored_per_tick: dict[int, int] = defaultdict(int)
     for r in rows:
@@ -318,7 +318,7 @@ def test_concurrency_limit_across_processes(sc: Scenario) -> None:
     assert report.lost == [] and report.dup == 0, report.summary()
     assert overlap <= 2, f"{overlap} limited jobs ran at once"
     assert overlap == 2, "the limit was never reached: the test shows nothing"
-    assert {r["state"] for r in query(sc.db, "SELECT state FROM jobs WHERE task = 'limited'")} == {"succeeded"}
+    assert {r["state"] for r in query(sc.db, "SELECT state FROM all_jobs WHERE task = 'limited'")} == {"succeeded"}
     assert_store_healthy(sc.db)
     assert_clean_logs(worker.log())
 
@@ -412,7 +412,7 @@ def test_priorities_and_queue_order_under_concurrency(sc: Scenario, work_s: floa
             [(i, work_s) for i in range(50)])]
         urgent = [h.id for h in work.options(queue="urgent", priority=-5).spool_many(
             [(i, work_s) for i in range(20)])]
-        claimed_early = query(sc.db, "SELECT count(*) FROM jobs WHERE state = 'running' "
+        claimed_early = query(sc.db, "SELECT count(*) FROM all_jobs WHERE state = 'running' "
                                      "AND task = 'work'")[0][0]
         t_release = time.time_ns()
         hold.unlink()
@@ -563,7 +563,7 @@ def test_unique_key_across_producer_processes(sc: Scenario) -> None:
     ids = set(lines) - set(errors)
     job_id = next(iter(ids)) if len(ids) == 1 else None
     live_state = status_of(sc.db, job_id) if job_id else None
-    stored = query(sc.db, "SELECT id, state FROM jobs WHERE key = ?", (key,))
+    stored = query(sc.db, "SELECT id, state FROM all_jobs WHERE key = ?", (key,))
 
     sp = app_spooler(sc)
     try:

@@ -28,13 +28,18 @@ from ...job import FINAL_STATES, Job, JobBatch, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .migrations import SCHEMA_VERSION, migrate
 from .queries import (
+    _ABSORB,
     _BUMP,
     _BY_ID,
+    _BY_ID_ANY,
     _CLAIM,
     _CLAIM_IDS,
     _COLUMN_LIST,
     _COMPLETE,
     _FINAL_SQL,
+    _INBOX_ANY,
+    _INBOX_EARLIEST,
+    _INBOX_SELECT,
     _LEVEL_HEAD,
     _LIVE_KEY,
     _NEXT_LEVEL_HEAD,
@@ -47,6 +52,7 @@ from .queries import (
     _TOP_PRIORITY,
     STATS_RETENTION,
     _compact_row,
+    _inbox_insert,
     _insert_statements,
     _stored,
     _to_job,
@@ -81,6 +87,11 @@ _DURABLE_OPS: Final = _PRODUCER_OPS | {"schedule_tick", "cancel", "requeue", "de
 # costs more: 3,000 enqueues into a new store ran 0.50-0.57 of a one-row commit
 # loop's rate with 1,000 and 0.62-0.69 with 250 (3 interleaved runs, AMD VM).
 _PRODUCER_CHECKPOINT_EVERY: Final = 250
+# A producer moves the inbox into jobs itself after every _INBOX_MOVE_EVERY jobs it
+# put there (counted per backend object, like the checkpoint): with no worker
+# running, the inbox, which get/list/counts/next_due read without an index but
+# its id, stays a few hundred rows per producer process.
+_INBOX_MOVE_EVERY: Final = 250
 _AUTOCHECKPOINT_PAGES: Final = 1000  # SQLite's default
 
 # SQLite primary result codes (the low byte of the extended code).
@@ -200,6 +211,16 @@ def _earliest(conn: sqlite3.Connection, queue: str, *, due_by: float = -_NEVER) 
     return earliest
 
 
+def _inbox_earliest(conn: sqlite3.Connection, queue: str) -> float:
+    """The earliest ``run_at`` of the jobs of ``queue`` in inbox (inf when none)."""
+    run_at = conn.execute(_INBOX_EARLIEST, (queue,)).fetchone()[0]
+    return _NEVER if run_at is None else float(run_at)
+
+
+def _row_id(row: Sequence[Any]) -> str:
+    return str(row[0])
+
+
 def _claim_order(job: Job) -> tuple[int, float, str]:
     return (-job.priority, job.run_at, job.id)
 
@@ -289,6 +310,7 @@ class SQLiteBackend:
         self._writer_lock = threading.RLock()
         self._writer_pid = os.getpid()
         self._unchecked = 0  # producer commits since this process last checkpointed
+        self._inboxed = 0  # jobs this object put in inbox since it last moved the inbox
         self._wake = WakeChannel(wake_dir_for(self.path, wake_dir))
 
     def __repr__(self) -> str:
@@ -546,6 +568,31 @@ class SQLiteBackend:
                 raise
             raise self._translate(exc, op) from exc
 
+    @contextlib.contextmanager
+    def _snapshot(self, op: str) -> Iterator[sqlite3.Connection]:
+        """:meth:`_read` inside one read transaction: every statement sees the same
+        moment (a move of the inbox into jobs is either wholly seen or not at all)."""
+        with self._read(op) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    def _absorb(self, conn: sqlite3.Connection) -> bool:
+        """Move every inbox row into jobs, inside the caller's write transaction.
+
+        Returns whether there was any. Rows moved together share their index
+        pages in jobs, so one claim's move of many single enqueues costs less
+        than those enqueues storing into jobs each.
+        """
+        if conn.execute(_INBOX_ANY).fetchone() is None:
+            return False
+        conn.execute(_ABSORB)
+        conn.execute("DELETE FROM inbox")
+        return True
+
     def _translate(self, exc: sqlite3.Error, op: str) -> BackendUnavailable:
         """Map a SQLite error to the typed error the contract promises, naming the fix."""
         code = getattr(exc, "sqlite_errorcode", None)
@@ -610,6 +657,20 @@ class SQLiteBackend:
         conn.execute(insert, values)
         return _stored(job), True
 
+    def _insert_inbox(self, conn: sqlite3.Connection, job: Job) -> tuple[Job, bool]:
+        """Store a pending job without a key in inbox (one page; see migration 7),
+        unless its id is stored in inbox or jobs; return (record, stored)."""
+        present, values = _compact_row(job)
+        if conn.execute(_inbox_insert(present), (*values, job.id)).rowcount == 1:
+            # under the writer lock: counted for the process, like _unchecked
+            self._inboxed += 1
+            if self._inboxed >= _INBOX_MOVE_EVERY:
+                self._inboxed = 0
+                self._absorb(conn)
+            return _stored(job), True
+        # a producer retrying an enqueue that did land
+        return _to_job(conn.execute(_BY_ID_ANY, (job.id,)).fetchone()), False
+
     def _insert_unkeyed(self, conn: sqlite3.Connection, jobs: Sequence[Job]) -> list[Job]:
         """Store jobs without a key, one ``executemany`` per run of jobs with the same
         NULL columns (usually one for the whole batch); return their records.
@@ -637,7 +698,10 @@ class SQLiteBackend:
     def enqueue(self, job: Job, *, now: float) -> Job:
         try:
             with self._write("enqueue") as conn:
-                stored, inserted = self._insert(conn, job, now)
+                if job.key is None and job.state is JobState.PENDING:
+                    stored, inserted = self._insert_inbox(conn, job)
+                else:
+                    stored, inserted = self._insert(conn, job, now)
             if inserted:
                 self._wake.notify(stored.queue)
         finally:
@@ -730,11 +794,16 @@ class SQLiteBackend:
         if limit <= 0 or not queues:
             return []
         # Look before taking the write lock: an idle worker then costs producers nothing.
+        # The inbox first: its rows only ever move into jobs, so a job moved
+        # between the two reads is seen in jobs.
         with self._read("claim") as conn:
+            inboxed = conn.execute(_INBOX_ANY).fetchone() is not None
             due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
-        if not due:
+        if not due and not inboxed:
             return []
         with self._write("claim") as conn:
+            if self._absorb(conn):
+                due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
             levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
         return _claimed(levels)
 
@@ -764,6 +833,7 @@ class SQLiteBackend:
             done = self._complete_in(conn, acks, now)
             levels: list[list[Any]] = []
             if limit > 0 and queues:
+                self._absorb(conn)
                 due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
                 levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
         return done, _claimed(levels)
@@ -1075,7 +1145,13 @@ class SQLiteBackend:
 
     def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
         with self._read("next_due") as conn:
-            earliest = min((_earliest(conn, q) for q in dict.fromkeys(queues)), default=_NEVER)
+            wanted = list(dict.fromkeys(queues))
+            earliest = _NEVER
+            # the inbox first (see claim); a job seen in both tables is one min
+            if conn.execute(_INBOX_ANY).fetchone() is not None:
+                earliest = min((_inbox_earliest(conn, q) for q in wanted), default=_NEVER)
+            for queue in wanted:
+                earliest = min(earliest, _earliest(conn, queue))
         return None if earliest == _NEVER else earliest
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -1106,6 +1182,7 @@ class SQLiteBackend:
     # -- operator ----------------------------------------------------------------
     def cancel(self, job_id: str, *, now: float) -> CancelResult:
         with self._write("cancel") as conn:
+            self._absorb(conn)  # a pending job may still be in inbox
             cur = conn.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = :now, "
                 "expires_at = CASE WHEN result_ttl IS NULL THEN NULL ELSE :now + result_ttl END "
@@ -1211,7 +1288,7 @@ class SQLiteBackend:
     # -- inspection --------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         with self._read("get") as conn:
-            row = conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(_BY_ID_ANY, (job_id,)).fetchone()
         return None if row is None else _to_job(row)
 
     def list_jobs(
@@ -1242,7 +1319,7 @@ class SQLiteBackend:
             params.append(cursor)
         params.append(max(0, limit))
         order = " ORDER BY id DESC LIMIT ?"
-        with self._read("list_jobs") as conn:
+        with self._snapshot("list_jobs") as conn:
             if listed == "running":
                 # jobs_lease holds every running job; sorting them is cheap, since
                 # there are at most the workers' threads plus their prefetch
@@ -1267,6 +1344,12 @@ class SQLiteBackend:
                 # first (most stored jobs are succeeded ones); no state: the same
                 sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + order
                 rows = conn.execute(sql, params).fetchall()
+            if listed in (None, "pending") and conn.execute(_INBOX_ANY).fetchone() is not None:
+                # inbox rows are pending jobs too: the page is the newest of both
+                sql = _INBOX_SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + order
+                rows += conn.execute(sql, params).fetchall()
+                rows.sort(key=_row_id, reverse=True)
+                del rows[max(0, limit):]
         return [_to_job(row) for row in rows]
 
     def stats(self, *, since: float) -> list[tuple[float, int, int, int]]:
@@ -1279,13 +1362,17 @@ class SQLiteBackend:
         return [(minute * 60.0, ok, failed, retried) for minute, ok, failed, retried in rows]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        with self._read("counts") as conn:
+        with self._snapshot("counts") as conn:
             rows = conn.execute(
                 "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
             ).fetchall()
+            rows += conn.execute(
+                "SELECT queue, 'pending', count(*) FROM inbox GROUP BY queue"
+            ).fetchall()
         out: dict[str, dict[str, int]] = {}
         for queue, state, n in rows:
-            out.setdefault(queue, {})[state] = n
+            by_state = out.setdefault(queue, {})
+            by_state[state] = by_state.get(state, 0) + n
         return out
 
     # -- maintenance -------------------------------------------------------------

@@ -50,6 +50,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "jobs_state replaced by jobs_failed (failed and cancelled jobs only)",
         _packaged("0006_state_index_for_failures.sql"),
     ),
+    Migration(7, "inbox table for single enqueues; all_jobs view", _packaged("0007_inbox.sql")),
 )
 
 #: The schema version this code reads and writes.

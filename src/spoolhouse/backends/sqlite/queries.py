@@ -20,6 +20,21 @@ COLUMNS: Final = FIELDS
 _COLUMN_LIST: Final = ", ".join(COLUMNS)
 _SELECT: Final = f"SELECT {_COLUMN_LIST} FROM jobs"
 _BY_ID: Final = f"{_SELECT} WHERE id = ?"
+
+# -- the inbox (migration 7) -----------------------------------------------------------
+# A single enqueue of a job without a key stores it in inbox: one B-tree page
+# instead of five. _ABSORB moves the whole inbox into jobs (claim, cancel, and a
+# producer every _INBOX_MOVE_EVERY jobs). Reads that may meet a pending job read
+# both tables in one snapshot.
+_INBOX_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM inbox"
+#: One statement, so one snapshot: a move between two reads cannot hide the job.
+_BY_ID_ANY: Final = f"{_SELECT} WHERE id = ?1 UNION ALL {_INBOX_SELECT} WHERE id = ?1"
+_INBOX_ANY: Final = "SELECT 1 FROM inbox LIMIT 1"
+_ABSORB: Final = (
+    f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM inbox WHERE true "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_INBOX_EARLIEST: Final = "SELECT min(run_at) FROM inbox WHERE queue = ?"
 # REAL columns whose whole values SQLite may hand back as int (INSERT ... RETURNING
 # skips the REAL affinity step in 3.40), so they are converted on the way out.
 _FLOAT_INDEXES: Final = tuple(
@@ -210,6 +225,7 @@ def _stored(job: Job) -> Job:
 # No RETURNING: the stored row is the Job that was bound (see _stored).
 _NONES: Final = (None,) * len(COLUMNS)
 _INSERTS: dict[tuple[bool, ...], tuple[str, str]] = {}
+_INBOX_INSERTS: dict[tuple[bool, ...], str] = {}
 _MAX_INSERTS: Final = 256  # combinations kept; a new job uses a handful
 
 
@@ -236,3 +252,23 @@ def _insert_statements(present: tuple[bool, ...]) -> tuple[str, str]:
         if len(_INSERTS) < _MAX_INSERTS:
             _INSERTS[present] = statements
     return statements
+
+
+def _inbox_insert(present: tuple[bool, ...]) -> str:
+    """The INSERT into inbox for the columns flagged in ``present``.
+
+    It stores the row unless its id is in inbox or in jobs (a producer retrying
+    an enqueue that did land, and was moved since); its parameters are the
+    row's values, then the id once more. rowcount says whether it stored.
+    """
+    statement = _INBOX_INSERTS.get(present)
+    if statement is None:
+        columns = ", ".join(itertools.compress(COLUMNS, present))
+        marks = ", ".join("?" * sum(present))
+        statement = (
+            f"INSERT INTO inbox ({columns}) SELECT {marks} "
+            "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = ?) ON CONFLICT (id) DO NOTHING"
+        )
+        if len(_INBOX_INSERTS) < _MAX_INSERTS:
+            _INBOX_INSERTS[present] = statement
+    return statement

@@ -715,6 +715,9 @@ class SQLiteBackend:
         queues: set[str] = set()
         try:
             with self._write("enqueue_many") as conn:
+                # the inbox first: ON CONFLICT (id) below sees only jobs, and a retried
+                # batch may hold the id of a single enqueue still in the inbox
+                self._absorb(conn)
                 # in order: runs of unkeyed jobs in one statement each, keyed jobs one by one
                 start = 0
                 while start < len(jobs):
@@ -774,6 +777,7 @@ class SQLiteBackend:
             ]
         try:
             with self._write("enqueue_many") as conn:
+                self._absorb(conn)  # as in enqueue_many
                 # an id already stored (a retried batch) is left as it is
                 conn.executemany(insert_new, rows)
             self._wake.notify(queue)
@@ -802,7 +806,8 @@ class SQLiteBackend:
         if not due and not inboxed:
             return []
         with self._write("claim") as conn:
-            if self._absorb(conn):
+            # the look saw inbox rows: this move or another process's put them in jobs
+            if self._absorb(conn) or inboxed:
                 due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
             levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
         return _claimed(levels)

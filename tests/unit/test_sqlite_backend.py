@@ -710,8 +710,8 @@ def test_a_full_claim_reads_no_further_level_or_queue(backend: SQLiteBackend) ->
 def test_bad_rows_are_refused_by_the_table(backend: SQLiteBackend) -> None:
     """STRICT columns and CHECKs keep malformed rows out (R18 writes behind our back)."""
     conn = backend._connection()
-    backend.enqueue(make_job(), now=NOW)  # into inbox
     backend.enqueue_many([make_job()], now=NOW)  # into jobs
+    backend.enqueue(make_job(), now=NOW)  # into inbox
     assert conn.execute("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM inbox)").fetchone() == (1, 1)
     for table in ("jobs", "inbox"):
         for column, value in (("run_at", "garbage"), ("state", "odd"), ("task", None)):

@@ -16,23 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_sqlite_backend import NOW, make_job
 
 from spoolhouse.backends.base import CancelResult, TaskLimit
 from spoolhouse.backends.sqlite import SQLiteBackend, queries
 from spoolhouse.backends.sqlite import backend as sqlite_module
 from spoolhouse.backends.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION, split_statements
 from spoolhouse.job import Job, JobBatch, JobState, new_job_id
-
-NOW = 1_700_000_000.0
-
-
-def make_job(**fields: Any) -> Job:
-    fields.setdefault("queue", "default")
-    fields.setdefault("payload", b"[[], {}]")
-    fields.setdefault("run_at", NOW)
-    fields.setdefault("task", "t")
-    fields.setdefault("id", new_job_id(NOW))
-    return Job(created_at=NOW, **fields)
 
 
 @pytest.fixture

@@ -278,7 +278,7 @@ def test_scripts_compile(rb: RedisBackend) -> None:
     if rb._flags:
         for name in NAMES:
             assert client.script_load(source(name, flags=True))
-            makes_jobs = name in ("enqueue", "enqueue_batch", "schedule_tick")
+            makes_jobs = name in ("enqueue", "enqueue_batch", "enqueue_one", "schedule_tick")
             assert source(name, flags=True).startswith("#!lua") is not makes_jobs
 
 

@@ -59,6 +59,7 @@ from .codec import (
     float_text,
     order_key,
     pairs,
+    single_resp,
 )
 from .keys import Keyspace
 from .scripts import NAMES, READ_ONLY, Scripts, library, source
@@ -548,9 +549,10 @@ class RedisBackend:
     # -- producer ---------------------------------------------------------------
     def enqueue(self, job: Job, *, now: float) -> Job:
         if job.key is None and job.state == JobState.PENDING:
-            # the common case: enqueue_batch.lua, with fewer arguments and no field loop
-            count, body = batch_resp(job, (job.id,), (job.payload,), (job.headers,))
-            reply = self._fenced("enqueue_batch", now, body, count)
+            # the common case: enqueue_one.lua, the job's hash and index entries worked
+            # out by the client (no loop, no now, no _rk to build on the server)
+            count, body = single_resp(job, now)
+            reply = self._fenced("enqueue_one", None, body, count)
             return job if reply == 0 else decode_job(reply)
         return self._enqueue([job], now)[0]
 
@@ -603,10 +605,11 @@ class RedisBackend:
             job if entry == 0 else decode_job(entry) for job, entry in zip(jobs, reply, strict=True)
         ]
 
-    def _fenced(self, name: str, now: float, body: bytes, count: int) -> Any:
-        """Run the enqueue script ``name`` on the producer pool with ``now``, a deadline
-        and ``body`` (``count`` RESP bulk strings, already encoded: a job that cannot be
-        stored failed before any I/O); raise ``EnqueueTimeout`` when it ran late."""
+    def _fenced(self, name: str, now: float | None, body: bytes, count: int) -> Any:
+        """Run the enqueue script ``name`` on the producer pool with ``now`` (None: not
+        sent, for ``enqueue_one.lua``), a deadline and ``body`` (``count`` RESP bulk
+        strings, already encoded: a job that cannot be stored failed before any I/O);
+        raise ``EnqueueTimeout`` when it ran late."""
         clients = self._current()
         bound = self.enqueue_timeout
         offset = self._offset
@@ -620,15 +623,22 @@ class RedisBackend:
         # client stops waiting: a timed-out enqueue never lands later (a stalled server
         # that resumes would otherwise store a job the caller saw fail).
         deadline = _micros(time.time() + offset + bound).encode()
-        raw_now = float_bytes("now", now)
+        if now is None:
+            argv = b"$%d\r\n%s\r\n%s" % (len(deadline), deadline, body)
+            count += 1
+        else:
+            raw_now = float_bytes("now", now)
+            argv = b"$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (
+                len(raw_now), raw_now, len(deadline), deadline, body
+            )
+            count += 2
         try:
             reply = self._evalsha(
                 clients.producer,
                 clients.idle_producer,
                 getattr(self._scripts(clients), name),
-                b"$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
-                % (len(raw_now), raw_now, len(deadline), deadline, body),
-                2 + count,
+                argv,
+                count,
             )
         except redis.exceptions.RedisError as exc:
             translated = self._translate(exc, "the enqueue", EnqueueTimeout, bound)

@@ -306,6 +306,76 @@ def batch_resp(
     return 6 + 2 * len(shared) + 2 * len(ids), b"".join(out)
 
 
+def single_resp(job: Job, now: float) -> tuple[int, bytes]:
+    """``ARGV[3]`` on of ``enqueue_one.lua`` for ``job`` (pending, without a unique key)
+    enqueued at ``now``, as RESP bulk strings: (how many, the bytes).
+
+    The hash is the one :func:`batch_resp` gives for ``job`` alone, with the same
+    checks; what that script works out on the server is sent worked out: ``_rk`` whole,
+    and the job's score in its ready set when ``run_at`` is due at ``now`` (``now`` and
+    ``run_at`` read as the script reads their text: ``repr`` of the same doubles), else
+    an empty string.
+    """
+    job_id, task, queue = job.id, job.task, job.queue
+    run_at, attempts = job.run_at, job.max_attempts
+    raw_id = job_id.encode() if type(job_id) is str else _to_str("id", job_id)
+    raw_task = task.encode() if type(task) is str else _to_str("task", task)
+    raw_queue = queue.encode() if type(queue) is str else _to_str("queue", queue)
+    raw_run_at = float_bytes("run_at", run_at)
+    raw_attempts = b"%d" % attempts if type(attempts) is int else _to_int("max_attempts", attempts)
+    if type(now) is not float or now != now:
+        now = float(_to_float("now", now))
+    shared: list[bytes] = []
+    if _get_rare(job) == _RARE_UNSET:
+        values, entries = _get_common(job), _COMMON_FIELDS
+    else:
+        values, entries = _get_shared(job), _SHARED_FIELDS
+    for value, (name, bulk_name, convert, default) in zip(values, entries, strict=True):
+        if value is None or (value == default and type(value) is type(default)):
+            continue
+        raw = convert(name, value)
+        shared.append(b"%s$%d\r\n%s\r\n" % (bulk_name, len(raw), raw))
+    # the score of ready_score() in _lib.lua: the negated priority (checked above when set)
+    priority = job.priority
+    if float(run_at) > now:
+        score = b""
+    elif priority is None or priority == 0:
+        score = b"0"
+    else:
+        score = b"%d" % -priority
+    # _d: see pack (the same bytes)
+    created = float_bytes("created_at", job.created_at)
+    timeout = None if job.timeout is None else float_bytes("timeout", job.timeout)
+    payload = job.payload
+    if type(payload) is not bytes:
+        payload = _to_bytes("payload", payload)
+    text = job.headers
+    if text is None:
+        packed = b"1%d,%d,%s,-;%s%s%s%s" % (
+            len(raw_id), len(created), b"-" if timeout is None else b"%d" % len(timeout),
+            raw_id, created, timeout or b"", payload,
+        )
+    else:
+        raw_headers = text.encode() if type(text) is str else _to_str("headers", text)
+        packed = b"1%d,%d,%s,%d;%s%s%s%s%s" % (
+            len(raw_id), len(created), b"-" if timeout is None else b"%d" % len(timeout),
+            len(raw_headers), raw_id, created, timeout or b"", raw_headers, payload,
+        )
+    rk = order_key(run_at).encode() + raw_id
+    out = (
+        b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+        b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+        % (
+            len(raw_id), raw_id, len(packed), packed, len(raw_task), raw_task,
+            len(raw_queue), raw_queue, len(raw_run_at), raw_run_at,
+            len(raw_attempts), raw_attempts, len(rk), rk, len(score), score,
+        )
+    )
+    if shared:
+        out += b"".join(shared)
+    return 8 + 2 * len(shared), out
+
+
 def float_bytes(name: str, value: object) -> bytes:
     """:func:`float_text` as bytes, with the type check of the codec (``name`` is the
     field's, for the message) and a fast path for a float that is not NaN."""

@@ -28,6 +28,7 @@ from .keys import BUILDERS, FIXED, WAKE_MAX, lua_prelude
 NAMES = (
     "enqueue",
     "enqueue_batch",
+    "enqueue_one",
     "claim",
     "extend_leases",
     "set_progress",
@@ -56,10 +57,10 @@ def _read(name: str) -> str:
 
 
 #: Scripts that may run when Redis is over ``maxmemory`` (Redis 7 script flags): every one
-#: but those that make new jobs (enqueue, enqueue_batch, schedule_tick), so that workers
+#: but those that make new jobs (enqueue, enqueue_batch, enqueue_one, schedule_tick), so that workers
 #: can still claim, finish and prune (which frees memory), operators delete and dashboards
 #: read stats, while new jobs are refused with ``StorageFull``.
-ALLOW_OOM = frozenset(NAMES) - {"enqueue", "enqueue_batch", "schedule_tick"}
+ALLOW_OOM = frozenset(NAMES) - {"enqueue", "enqueue_batch", "enqueue_one", "schedule_tick"}
 
 #: Scripts that only read (Redis 7 flag ``no-writes``): they also run while writes are
 #: paused (``CLIENT PAUSE WRITE``), like the plain reads of inspection.
@@ -200,6 +201,7 @@ class Scripts:
 
     enqueue: Any
     enqueue_batch: Any
+    enqueue_one: Any
     claim: Any
     extend_leases: Any
     set_progress: Any

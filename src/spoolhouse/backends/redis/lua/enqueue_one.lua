@@ -28,8 +28,13 @@ if redis.call('EXISTS', jk) == 1 then
   return redis.call('HGETALL', jk)
 end
 local queue, member, score = ARGV[6], ARGV[9], ARGV[10]
-redis.call('HSET', jk, '_d', ARGV[4], 'task', ARGV[5], 'queue', queue, 'state', 'pending',
-  'run_at', ARGV[7], 'max_attempts', ARGV[8], '_rk', member, unpack(ARGV, 11))
+if #ARGV == 12 then -- one pair (result_ttl, most jobs): no unpack, a library call
+  redis.call('HSET', jk, '_d', ARGV[4], 'task', ARGV[5], 'queue', queue, 'state', 'pending',
+    'run_at', ARGV[7], 'max_attempts', ARGV[8], '_rk', member, ARGV[11], ARGV[12])
+else
+  redis.call('HSET', jk, '_d', ARGV[4], 'task', ARGV[5], 'queue', queue, 'state', 'pending',
+    'run_at', ARGV[7], 'max_attempts', ARGV[8], '_rk', member, unpack(ARGV, 11))
+end
 redis.call('SADD', K_QUEUES, queue)
 redis.call('ZADD', k_jobs('pending:' .. queue), '0', id)
 if score ~= '' then

@@ -9,12 +9,14 @@ or ``enqueue_batch`` on another, and compares every key the two left.
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 from test_redis_backend import NOW
 from test_redis_enqueue_speedups import batch_of, dump, pair, template
 
-from spoolhouse.backends.redis import RedisBackend
+from spoolhouse.backends.redis import RedisBackend, scripts
 from spoolhouse.backends.redis.codec import single_resp
 from spoolhouse.backends.redis.keys import WAKE_MAX
 from spoolhouse.job import Job, JobBatch
@@ -121,3 +123,29 @@ def test_a_job_that_cannot_be_stored_fails_before_any_io(
     with pytest.raises(TypeError):
         fast.enqueue(job, now="now")  # type: ignore[arg-type]
     assert dump(fast) == {}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "micros", "deadline", "late"),
+    [
+        ("1700000000", "123456", "1700000000123456", False),  # at the deadline
+        ("1700000000", "123457", "1700000000123456", True),
+        ("1700000000", "5", "1700000000000004", True),  # short microseconds, padded
+        ("1700000000", "5", "1700000000000005", False),
+        ("1700000000", "99999", "1700000000100000", False),
+        ("1700000001", "0", "1700000000999999", True),
+        ("999999999", "999999", "1000000000000000", False),  # shorter: earlier
+        ("10000000000", "0", "9999999999999999", True),  # longer: later
+    ],
+)
+def test_past_compares_the_padded_clock_with_the_deadline(
+    pair: tuple[RedisBackend, RedisBackend], seconds: str, micros: str, deadline: str, late: bool
+) -> None:
+    fast, _ = pair
+    lib = (Path(scripts.__file__).parent / "lua" / "_lib.lua").read_text()
+    match = re.search(r"^local function past\(deadline\)\n.*?^end\n", lib, re.M | re.S)
+    assert match is not None and "redis.call('TIME')" in match.group(0)
+    body = match.group(0).replace("redis.call('TIME')", "{ARGV[2], ARGV[3]}")
+    script = body + "return past(ARGV[1]) and 1 or 0\n"
+    client = fast._current().main
+    assert client.eval(script, 0, deadline, seconds, micros) == int(late)

@@ -343,8 +343,10 @@ def single_resp(job: Job, now: float) -> tuple[int, bytes]:
         score = b"0"
     else:
         score = b"%d" % -priority
-    # _d: see pack (the same bytes)
-    created = float_bytes("created_at", job.created_at)
+    # _d: see pack (the same bytes); a spooler's job was created at its run_at, the
+    # very same float, whose text is already made
+    created_at = job.created_at
+    created = raw_run_at if created_at is run_at else float_bytes("created_at", created_at)
     timeout = None if job.timeout is None else float_bytes("timeout", job.timeout)
     payload = job.payload
     if type(payload) is not bytes:

@@ -543,7 +543,8 @@ def test_query_plans_use_their_index_and_never_scan(
     # workers' threads and prefetch, not by the backlog, so they may be read
     # whole (counting a task's running jobs) and sorted (listing them).
     # The inbox holds single enqueues not yet moved into jobs: a few hundred rows
-    # at most (every claim moves it, a producer every 250 jobs), read whole.
+    # at most (every claim moves it, a producer every 250 jobs), read whole; a
+    # statement that reads only the inbox may scan and sort it.
     bounded = {"SCAN jobs USING INDEX jobs_lease", "SCAN inbox"}
     if name == "list_running":
         bounded.add("USE TEMP B-TREE FOR ORDER BY")
@@ -552,6 +553,8 @@ def test_query_plans_use_their_index_and_never_scan(
     details = [line for _, plan in plans for line in plan]
     assert any(index in line for line in details), details
     for sql, plan in plans:
+        if " inbox" in sql and " jobs" not in sql:
+            continue
         for line in plan:
             if line in bounded:
                 continue

@@ -170,16 +170,11 @@ def test_the_inbox_table_only_takes_pending_jobs_without_a_key(
 # -- retried enqueues ------------------------------------------------------------------
 
 
-def _move_by_cancel(b: SQLiteBackend) -> None:
-    assert b.cancel("no-such-job", now=NOW) is CancelResult.NOOP
-
-
 def _move_by_claim(b: SQLiteBackend) -> None:
     assert claim(b, ["elsewhere"]) == []
 
 
 MOVERS: dict[str, Callable[[SQLiteBackend], object]] = {
-    "cancel-of-another-id": _move_by_cancel,
     "claim-of-another-queue": _move_by_claim,
     "absorb": move_inbox,
 }
@@ -478,7 +473,7 @@ def test_listings_and_counts_are_the_same_in_inbox_or_jobs(
             backend.enqueue_many([job], now=NOW)
         else:
             backend.enqueue(job, now=NOW)
-    backend.cancel(fresh[4].id, now=NOW)  # moves the inbox so far; more single enqueues follow
+    move_inbox(backend)  # moves the inbox so far; more single enqueues follow
     later = [make_job(queue=f"q{i % 2}", task=f"t{i % 3}") for i in range(10)]
     for job in later:
         backend.enqueue(job, now=NOW)
@@ -541,7 +536,9 @@ def test_cancel_of_a_job_still_in_the_inbox(backend: SQLiteBackend, db_path: Pat
     keep = backend.enqueue(make_job(), now=NOW)
     assert placement(db_path) == {"inbox": 2, "jobs": 0}
     assert backend.cancel(job.id, now=NOW + 1) is CancelResult.CANCELLED
-    assert placement(db_path) == {"inbox": 0, "jobs": 2}
+    # cancel moves its own job only
+    assert placement(db_path) == {"inbox": 1, "jobs": 1}
+    assert tables_holding(db_path, keep.id) == ["inbox"]
     cancelled = backend.get(job.id)
     assert cancelled is not None
     assert cancelled.state is JobState.CANCELLED

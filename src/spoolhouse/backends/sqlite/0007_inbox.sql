@@ -13,6 +13,8 @@
 --
 -- Views
 --   all_jobs: jobs and inbox together, for people reading the file with SQL.
+--     A later migration that rebuilds jobs (CREATE, copy, DROP, RENAME, as
+--     migration 5 did) must drop all_jobs first and create it again after.
 --
 -- Invariants
 --   * An id is in jobs or in inbox, never both: an enqueue into inbox checks
@@ -22,8 +24,10 @@
 --     and periodic jobs go straight into jobs).
 --   * Readers see both tables in one snapshot: get() is one statement, and
 --     list_jobs() and counts() read both inside one read transaction.
---   * The inbox stays small: workers move it on every claim, and a producer
---     moves it itself after every 250 jobs it put there.
+--   * The inbox stays small: workers move it on every claim (the oldest 1,000
+--     rows at most per claim), and a producer moves it itself after every 250
+--     jobs it put there. On a full disk a move is undone and skipped: claims
+--     go on with the jobs already in jobs.
 --   * Upgrade: a process still running the previous release never moves the
 --     inbox; restart every worker and producer after the upgrade (a worker of
 --     this release moves whatever an older one left waiting).
@@ -56,4 +60,19 @@ CREATE TABLE inbox (
     headers          TEXT
 ) STRICT, WITHOUT ROWID;
 
-CREATE VIEW all_jobs AS SELECT * FROM jobs UNION ALL SELECT * FROM inbox;
+-- The columns are named: a column added to jobs later (ALTER TABLE ... ADD COLUMN)
+-- leaves this view as it is, until a migration adds it to inbox and here too.
+CREATE VIEW all_jobs AS
+SELECT
+    id, task, queue, payload, state, priority, run_at, attempt, max_attempts,
+    timeout, key, created_at, started_at, finished_at, worker_id, lease,
+    lease_expires_at, lost, result, result_ttl, expires_at, error, progress,
+    abort_requested, headers
+FROM jobs
+UNION ALL
+SELECT
+    id, task, queue, payload, state, priority, run_at, attempt, max_attempts,
+    timeout, key, created_at, started_at, finished_at, worker_id, lease,
+    lease_expires_at, lost, result, result_ttl, expires_at, error, progress,
+    abort_requested, headers
+FROM inbox;

@@ -28,7 +28,8 @@ from ...job import FINAL_STATES, Job, JobBatch, JobState
 from ..base import CancelResult, LeaseState, TaskLimit
 from .migrations import SCHEMA_VERSION, migrate
 from .queries import (
-    _ABSORB,
+    _ABSORB_ONE,
+    _ABSORB_UPTO,
     _BUMP,
     _BY_ID,
     _BY_ID_ANY,
@@ -38,6 +39,8 @@ from .queries import (
     _COMPLETE,
     _FINAL_SQL,
     _INBOX_ANY,
+    _INBOX_CHUNK_END,
+    _INBOX_DELETE_UPTO,
     _INBOX_EARLIEST,
     _INBOX_SELECT,
     _LEVEL_HEAD,
@@ -92,6 +95,10 @@ _PRODUCER_CHECKPOINT_EVERY: Final = 250
 # running, the inbox, which get/list/counts/next_due read without an index but
 # its id, stays a few hundred rows per producer process.
 _INBOX_MOVE_EVERY: Final = 250
+# Rows one move takes at most (the oldest): a claim holds the write lock for a
+# bounded time (~15 ms here) even after producers filled the inbox for hours with
+# no worker running; later claims take the rest.
+_INBOX_MOVE_LIMIT: Final = 1000
 _AUTOCHECKPOINT_PAGES: Final = 1000  # SQLite's default
 
 # SQLite primary result codes (the low byte of the extended code).
@@ -209,12 +216,6 @@ def _earliest(conn: sqlite3.Connection, queue: str, *, due_by: float = -_NEVER) 
             break
         row = conn.execute(_NEXT_LEVEL_HEAD, (queue, priority)).fetchone()
     return earliest
-
-
-def _inbox_earliest(conn: sqlite3.Connection, queue: str) -> float:
-    """The earliest ``run_at`` of the jobs of ``queue`` in inbox (inf when none)."""
-    run_at = conn.execute(_INBOX_EARLIEST, (queue,)).fetchone()[0]
-    return _NEVER if run_at is None else float(run_at)
 
 
 def _row_id(row: Sequence[Any]) -> str:
@@ -576,22 +577,50 @@ class SQLiteBackend:
             conn.execute("BEGIN")
             try:
                 yield conn
-            finally:
+            except BaseException:
                 if conn.in_transaction:
-                    conn.execute("COMMIT")
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _absorb(self, conn: sqlite3.Connection) -> bool:
-        """Move every inbox row into jobs, inside the caller's write transaction.
+        """Move the oldest inbox rows (at most _INBOX_MOVE_LIMIT) into jobs, inside the
+        caller's write transaction; return whether any moved.
 
-        Returns whether there was any. Rows moved together share their index
-        pages in jobs, so one claim's move of many single enqueues costs less
-        than those enqueues storing into jobs each.
+        Rows moved together share their index pages in jobs, so one claim's move
+        of many single enqueues costs less than those enqueues storing into jobs
+        each. On a full disk the move is undone (a savepoint) and the caller goes
+        on without it: a claim still takes the jobs already in jobs, and the
+        inbox's jobs wait, readable and cancellable, until space is freed.
         """
-        if conn.execute(_INBOX_ANY).fetchone() is None:
+        last = conn.execute(_INBOX_CHUNK_END, (_INBOX_MOVE_LIMIT,)).fetchone()[0]
+        if last is None:
             return False
-        conn.execute(_ABSORB)
-        conn.execute("DELETE FROM inbox")
+        conn.execute("SAVEPOINT inbox_move")
+        try:
+            conn.execute(_ABSORB_UPTO, (last,))
+            conn.execute(_INBOX_DELETE_UPTO, (last,))
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if not (isinstance(code, int) and code & 0xFF == _SQLITE_FULL) or (
+                not conn.in_transaction
+            ):
+                raise  # anything else, or SQLite gave up the whole transaction
+            conn.execute("ROLLBACK TO inbox_move")
+            conn.execute("RELEASE inbox_move")
+            log.warning(
+                "%s is full: jobs spooled one by one wait in its inbox until space is freed "
+                "(prune, purge, or a larger disk or max_page_count)",
+                self.path,
+            )
+            return False
+        conn.execute("RELEASE inbox_move")
         return True
+
+    def _absorb_all(self, conn: sqlite3.Connection) -> None:
+        """Move the whole inbox (a bulk write's ``ON CONFLICT (id)`` then sees every id)."""
+        while self._absorb(conn):
+            pass
 
     def _translate(self, exc: sqlite3.Error, op: str) -> BackendUnavailable:
         """Map a SQLite error to the typed error the contract promises, naming the fix."""
@@ -639,6 +668,9 @@ class SQLiteBackend:
     # -- producer ----------------------------------------------------------------
     def _insert(self, conn: sqlite3.Connection, job: Job, now: float) -> tuple[Job, bool]:
         """Store ``job`` unless its id is stored or its key is held; return (record, stored)."""
+        row = conn.execute(f"{_INBOX_SELECT} WHERE id = ?", (job.id,)).fetchone()
+        if row is not None:
+            return _to_job(row), False  # its single enqueue stored it in the inbox
         present, values = _compact_row(job)
         insert, insert_new = _insert_statements(present)
         if job.key is None:
@@ -717,7 +749,7 @@ class SQLiteBackend:
             with self._write("enqueue_many") as conn:
                 # the inbox first: ON CONFLICT (id) below sees only jobs, and a retried
                 # batch may hold the id of a single enqueue still in the inbox
-                self._absorb(conn)
+                self._absorb_all(conn)
                 # in order: runs of unkeyed jobs in one statement each, keyed jobs one by one
                 start = 0
                 while start < len(jobs):
@@ -777,7 +809,7 @@ class SQLiteBackend:
             ]
         try:
             with self._write("enqueue_many") as conn:
-                self._absorb(conn)  # as in enqueue_many
+                self._absorb_all(conn)  # as in enqueue_many
                 # an id already stored (a retried batch) is left as it is
                 conn.executemany(insert_new, rows)
             self._wake.notify(queue)
@@ -1152,9 +1184,10 @@ class SQLiteBackend:
         with self._read("next_due") as conn:
             wanted = list(dict.fromkeys(queues))
             earliest = _NEVER
-            # the inbox first (see claim); a job seen in both tables is one min
-            if conn.execute(_INBOX_ANY).fetchone() is not None:
-                earliest = min((_inbox_earliest(conn, q) for q in wanted), default=_NEVER)
+            # the inbox first (see claim), in one pass; a job seen in both tables is one min
+            for queue, run_at in conn.execute(_INBOX_EARLIEST):
+                if queue in wanted:
+                    earliest = min(earliest, float(run_at))
             for queue in wanted:
                 earliest = min(earliest, _earliest(conn, queue))
         return None if earliest == _NEVER else earliest
@@ -1187,7 +1220,9 @@ class SQLiteBackend:
     # -- operator ----------------------------------------------------------------
     def cancel(self, job_id: str, *, now: float) -> CancelResult:
         with self._write("cancel") as conn:
-            self._absorb(conn)  # a pending job may still be in inbox
+            # a pending job may still be in the inbox: move that one row
+            if conn.execute(_ABSORB_ONE, (job_id,)).rowcount:
+                conn.execute("DELETE FROM inbox WHERE id = ?", (job_id,))
             cur = conn.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = :now, "
                 "expires_at = CASE WHEN result_ttl IS NULL THEN NULL ELSE :now + result_ttl END "

@@ -23,18 +23,27 @@ _BY_ID: Final = f"{_SELECT} WHERE id = ?"
 
 # -- the inbox (migration 7) -----------------------------------------------------------
 # A single enqueue of a job without a key stores it in inbox: one B-tree page
-# instead of five. _ABSORB moves the whole inbox into jobs (claim, cancel, and a
-# producer every _INBOX_MOVE_EVERY jobs). Reads that may meet a pending job read
-# both tables in one snapshot.
+# instead of five. SQLiteBackend._absorb moves it into jobs (claims, bulk writes,
+# and a producer every _INBOX_MOVE_EVERY jobs; cancel moves its one job). Reads
+# that may meet a pending job read both tables in one snapshot.
 _INBOX_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM inbox"
 #: One statement, so one snapshot: a move between two reads cannot hide the job.
 _BY_ID_ANY: Final = f"{_SELECT} WHERE id = ?1 UNION ALL {_INBOX_SELECT} WHERE id = ?1"
 _INBOX_ANY: Final = "SELECT 1 FROM inbox LIMIT 1"
-_ABSORB: Final = (
-    f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM inbox WHERE true "
+# A move takes the oldest rows first, up to a bound (see SQLiteBackend._absorb):
+# the id of the last row of the chunk, then the copy and the delete up to it.
+_INBOX_CHUNK_END: Final = "SELECT max(id) FROM (SELECT id FROM inbox ORDER BY id LIMIT ?)"
+_ABSORB_UPTO: Final = (
+    f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM inbox WHERE id <= ? "
     "ON CONFLICT (id) DO NOTHING"
 )
-_INBOX_EARLIEST: Final = "SELECT min(run_at) FROM inbox WHERE queue = ?"
+_INBOX_DELETE_UPTO: Final = "DELETE FROM inbox WHERE id <= ?"
+_ABSORB_ONE: Final = (
+    f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM inbox WHERE id = ? "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_INBOX_EARLIEST: Final = "SELECT queue, min(run_at) FROM inbox GROUP BY queue"
+
 # REAL columns whose whole values SQLite may hand back as int (INSERT ... RETURNING
 # skips the REAL affinity step in 3.40), so they are converted on the way out.
 _FLOAT_INDEXES: Final = tuple(

@@ -96,8 +96,8 @@ _PRODUCER_CHECKPOINT_EVERY: Final = 250
 # its id, stays a few hundred rows per producer process.
 _INBOX_MOVE_EVERY: Final = 250
 # Rows one move takes at most (the oldest): a claim holds the write lock for a
-# bounded time (~15 ms here) even after producers filled the inbox for hours with
-# no worker running; later claims take the rest.
+# bounded time (3.3-3.6 ms for 1,000 rows on a 2-core VM) even after producers
+# filled the inbox for hours with no worker running; later claims take the rest.
 _INBOX_MOVE_LIMIT: Final = 1000
 _AUTOCHECKPOINT_PAGES: Final = 1000  # SQLite's default
 

@@ -312,6 +312,7 @@ class SQLiteBackend:
         self._writer_pid = os.getpid()
         self._unchecked = 0  # producer commits since this process last checkpointed
         self._inboxed = 0  # jobs this object put in inbox since it last moved the inbox
+        self._move_failed = False  # the last move met a full disk (warned once until one works)
         self._wake = WakeChannel(wake_dir_for(self.path, wake_dir))
 
     def __repr__(self) -> str:
@@ -608,13 +609,16 @@ class SQLiteBackend:
                 raise  # anything else, or SQLite gave up the whole transaction
             conn.execute("ROLLBACK TO inbox_move")
             conn.execute("RELEASE inbox_move")
-            log.warning(
-                "%s is full: jobs spooled one by one wait in its inbox until space is freed "
-                "(prune, purge, or a larger disk or max_page_count)",
-                self.path,
-            )
+            if not self._move_failed:
+                self._move_failed = True
+                log.warning(
+                    "%s is full: jobs spooled one by one wait in its inbox until space is "
+                    "freed (prune, purge, or a larger disk or max_page_count)",
+                    self.path,
+                )
             return False
         conn.execute("RELEASE inbox_move")
+        self._move_failed = False
         return True
 
     def _absorb_all(self, conn: sqlite3.Connection) -> None:

@@ -1,5 +1,5 @@
 -- enqueue_batch.lua: store pending jobs without a unique key that share every field
--- but id and _d, in one atomic step (enqueue of such a job, and enqueue_batch).
+-- but id and _d, in one atomic step (enqueue_batch; a single job takes enqueue_one.lua).
 --
 -- KEYS: queues (declared for routing; the fixed keys are built from the root, see keys.py)
 -- ARGV: [1] root  [2] now  [3] deadline, as in enqueue.lua  [4] task  [5] queue
@@ -8,17 +8,14 @@
 --       [9] t, then t values: field/value pairs of the other fields the jobs share
 --       (never state, key or a packed field; priority, when set, is read from them)
 --       then, per job, two values: id, _d
--- Returns: 'late' when the server's clock is past the deadline (nothing stored); 0
---          when every job was stored as given; else, for a single job, the HGETALL
---          of the job already stored under its id (nothing changed), and for a batch,
+-- Returns: 'late' when the server's clock is past the deadline (nothing stored); else
 --          how many of its jobs were already stored (those were left as they are).
 -- Invariants: the hash of each job stored is the one enqueue.lua stores for it (the
 --          same fields and values: state pending, _rk = ARGV[7] .. id), with the same
 --          index entries (jobs:pending:<queue>, then ready:<queue> when run_at is due
 --          at now, else sched:<queue>; queue in queues) and wake-up tokens (one per
 --          job stored, up to WAKE_MAX); an id already stored is left as it is; all or
---          nothing, and nothing when late, as in enqueue.lua. The common case, one
---          job, takes no table but TIME's.
+--          nothing, and nothing when late, as in enqueue.lua.
 
 if past(ARGV[3]) then
   return 'late'
@@ -34,30 +31,7 @@ end
 local due = run_at == ARGV[2] or tonumber(run_at) <= tonumber(ARGV[2])
 local pending = k_jobs('pending:' .. queue)
 
-if #ARGV == last + 2 then
-  local id = ARGV[last + 1]
-  local jk = k_job(id)
-  if redis.call('EXISTS', jk) == 1 then
-    return redis.call('HGETALL', jk)
-  end
-  local member = rk .. id
-  redis.call('HSET', jk, '_d', ARGV[last + 2], 'task', ARGV[4], 'queue', queue, 'state', 'pending',
-    'run_at', run_at, 'max_attempts', ARGV[8], '_rk', member, unpack(ARGV, 10, last))
-  redis.call('SADD', K_QUEUES, queue)
-  redis.call('ZADD', pending, '0', id)
-  if due then
-    redis.call('ZADD', k_ready(queue), score, member)
-  else
-    redis.call('ZADD', k_sched(queue), run_at, id)
-  end
-  local wk = k_wake(queue)
-  if redis.call('LLEN', wk) < WAKE_MAX then
-    redis.call('LPUSH', wk, '1')
-  end
-  return 0
-end
-
--- a batch: the hashes one by one, the index entries in chunks (unpack takes at most
+-- the hashes one by one, the index entries in chunks (unpack takes at most
 -- about 8,000 values)
 local BATCH_CHUNK = 1000
 local kept = 0

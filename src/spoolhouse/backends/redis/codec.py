@@ -245,6 +245,23 @@ _get_rare = operator.attrgetter(*(e[0] for e in _SHARED_FIELDS if e[0] not in _C
 _RARE_UNSET = (None,) * (len(_SHARED_FIELDS) - len(_COMMON_FIELDS))
 
 
+def _shared_pairs(job: Job) -> list[bytes]:
+    """The field/value pairs, as RESP bulk strings, of ``job``'s fields that the
+    enqueue scripts take as given (those not at their default), checked as
+    :func:`encode_job_resp` checks them."""
+    shared: list[bytes] = []
+    if _get_rare(job) == _RARE_UNSET:
+        values, entries = _get_common(job), _COMMON_FIELDS
+    else:
+        values, entries = _get_shared(job), _SHARED_FIELDS
+    for value, (name, bulk_name, convert, default) in zip(values, entries, strict=True):
+        if value is None or (value == default and type(value) is type(default)):
+            continue
+        raw = convert(name, value)
+        shared.append(b"%s$%d\r\n%s\r\n" % (bulk_name, len(raw), raw))
+    return shared
+
+
 def batch_resp(
     template: Job,
     ids: Sequence[str],
@@ -266,16 +283,7 @@ def batch_resp(
     raw_queue = queue.encode() if type(queue) is str else _to_str("queue", queue)
     raw_run_at = float_bytes("run_at", run_at)
     raw_attempts = b"%d" % attempts if type(attempts) is int else _to_int("max_attempts", attempts)
-    shared: list[bytes] = []
-    if _get_rare(template) == _RARE_UNSET:
-        values, entries = _get_common(template), _COMMON_FIELDS
-    else:
-        values, entries = _get_shared(template), _SHARED_FIELDS
-    for value, (name, bulk_name, convert, default) in zip(values, entries, strict=True):
-        if value is None or (value == default and type(value) is type(default)):
-            continue
-        raw = convert(name, value)
-        shared.append(b"%s$%d\r\n%s\r\n" % (bulk_name, len(raw), raw))
+    shared = _shared_pairs(template)
     t = b"%d" % (2 * len(shared))
     out = [
         b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$16\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
@@ -325,16 +333,7 @@ def single_resp(job: Job, now: float) -> tuple[int, bytes]:
     raw_attempts = b"%d" % attempts if type(attempts) is int else _to_int("max_attempts", attempts)
     if type(now) is not float or now != now:
         now = float(_to_float("now", now))
-    shared: list[bytes] = []
-    if _get_rare(job) == _RARE_UNSET:
-        values, entries = _get_common(job), _COMMON_FIELDS
-    else:
-        values, entries = _get_shared(job), _SHARED_FIELDS
-    for value, (name, bulk_name, convert, default) in zip(values, entries, strict=True):
-        if value is None or (value == default and type(value) is type(default)):
-            continue
-        raw = convert(name, value)
-        shared.append(b"%s$%d\r\n%s\r\n" % (bulk_name, len(raw), raw))
+    shared = _shared_pairs(job)
     # the score of ready_score() in _lib.lua: the negated priority (checked above when set)
     priority = job.priority
     if float(run_at) > now:

@@ -218,6 +218,11 @@ def _earliest(conn: sqlite3.Connection, queue: str, *, due_by: float = -_NEVER) 
     return earliest
 
 
+def _due(conn: sqlite3.Connection, queues: Sequence[str], now: float) -> list[str]:
+    """The queues (each once, in the order given) holding a pending job due by ``now``."""
+    return [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
+
+
 def _row_id(row: Sequence[Any]) -> str:
     return str(row[0])
 
@@ -838,13 +843,13 @@ class SQLiteBackend:
         # between the two reads is seen in jobs.
         with self._read("claim") as conn:
             inboxed = conn.execute(_INBOX_ANY).fetchone() is not None
-            due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
+            due = _due(conn, queues, now)
         if not due and not inboxed:
             return []
         with self._write("claim") as conn:
             # the look saw inbox rows: this move or another process's put them in jobs
             if self._absorb(conn) or inboxed:
-                due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
+                due = _due(conn, queues, now)
             levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
         return _claimed(levels)
 
@@ -875,7 +880,7 @@ class SQLiteBackend:
             levels: list[list[Any]] = []
             if limit > 0 and queues:
                 self._absorb(conn)
-                due = [q for q in dict.fromkeys(queues) if _earliest(conn, q, due_by=now) <= now]
+                due = _due(conn, queues, now)
                 levels = self._claim_in(conn, due, worker_id, now, lease, limit, limits)
         return done, _claimed(levels)
 

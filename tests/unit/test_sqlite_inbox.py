@@ -594,6 +594,41 @@ def test_below_the_threshold_the_inbox_stays(
     assert placement(db_path) == {"inbox": 0, "jobs": 50}
 
 
+
+def test_a_single_enqueue_is_one_statement_until_the_producers_move(
+    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between its moves, a producer's keyless enqueue is one INSERT run as its own
+    transaction (no BEGIN/COMMIT round); the move turn is a transaction with the move."""
+    monkeypatch.setattr(sqlite_module, "_INBOX_MOVE_EVERY", 3)
+    backend.enqueue(make_job(), now=NOW)  # opens the connection and the schema
+    conn = backend._connection()
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        backend.enqueue(make_job(), now=NOW)
+        writes = [sql for sql in seen if not sql.startswith("PRAGMA")]
+        assert len(writes) == 1 and writes[0].startswith("INSERT INTO inbox"), seen
+        seen.clear()
+        backend.enqueue(make_job(), now=NOW)  # the third: this producer's turn to move
+        assert seen[0] == "BEGIN IMMEDIATE" and seen[-1] == "COMMIT", seen
+        assert any("INSERT INTO jobs" in sql for sql in seen), seen
+    finally:
+        conn.set_trace_callback(None)
+    assert backend.counts() == {"default": {"pending": 3}}
+
+
+def test_a_single_enqueue_that_finds_its_id_stored_returns_the_stored_record(
+    backend: SQLiteBackend, db_path: Path
+) -> None:
+    job = make_job()
+    first = backend.enqueue(job, now=NOW)
+    # taken by a worker meanwhile: the retry reads it back, whichever table holds it
+    (running,) = claim(backend, ["default"])
+    assert backend.enqueue(job.replace(payload=b"changed"), now=NOW) == running
+    assert running.id == first.id and placement(db_path) == {"inbox": 0, "jobs": 1}
+
+
 # -- concurrency -------------------------------------------------------------------------
 
 

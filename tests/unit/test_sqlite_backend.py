@@ -486,6 +486,35 @@ def _fill(backend: SQLiteBackend) -> None:
         backend.complete(job.id, job.lease, now=NOW, result=None, expires_at=NOW + 5)
 
 
+def test_counts_from_the_indexes_match_a_count_of_every_row(
+    backend: SQLiteBackend, db_path: Path
+) -> None:
+    """counts() subtracts the indexed states from each queue's total: it must
+    give what a GROUP BY over every stored row gives, whatever the mix."""
+    _fill(backend)  # q0-q2: pending (due and future), running, succeeded
+    running = backend.claim(["q2"], worker_id="w", now=NOW, lease=30, limit=30)
+    for job in running[:7]:
+        assert job.lease is not None
+        assert backend.fail(job.id, job.lease, now=NOW, error="{}", expires_at=None)
+    for job in backend.list_jobs(state="pending", queue="q1", limit=5):
+        assert backend.cancel(job.id, now=NOW) is not None
+    for i in range(4):  # single enqueues wait in the inbox, one in a queue of its own
+        backend.enqueue(make_job(queue="q0" if i else "solo"), now=NOW)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        rows = conn.execute(
+            "SELECT queue, state, count(*) FROM all_jobs GROUP BY queue, state"
+        ).fetchall()
+        assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 4
+    expected: dict[str, dict[str, int]] = {}
+    for queue, state, n in rows:
+        expected.setdefault(queue, {})[state] = n
+    assert {s for by in expected.values() for s in by} == {
+        "pending", "running", "succeeded", "failed", "cancelled"
+    }
+    assert backend.counts() == expected
+    assert list(backend.counts()) == sorted(expected)  # queues in name order
+
+
 @pytest.mark.parametrize(
     ("name", "index"),
     [

@@ -75,6 +75,18 @@ _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 # down) cannot grow the WAL without bound, a producer still runs a PASSIVE
 # checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits of the
 # process's producers.
+#: counts(): every job of each queue, from the covering index jobs_queue
+_COUNT_BY_QUEUE: Final = "SELECT queue, count(*) FROM jobs INDEXED BY jobs_queue GROUP BY queue"
+#: counts(): the states with an index of their own (every other job has succeeded)
+_COUNT_UNFINISHED_AND_FAILED: Final = (
+    "SELECT queue, 'pending', count(*) FROM jobs INDEXED BY jobs_claim"
+    " WHERE state = 'pending' GROUP BY queue"
+    " UNION ALL SELECT queue, 'running', count(*) FROM jobs INDEXED BY jobs_lease"
+    " WHERE state = 'running' GROUP BY queue"
+    " UNION ALL SELECT queue, state, count(*) FROM jobs INDEXED BY jobs_failed"
+    " WHERE state = 'failed' OR state = 'cancelled' GROUP BY queue, state"
+)
+_COUNT_INBOX: Final = "SELECT queue, count(*) FROM inbox GROUP BY queue"
 _PRODUCER_OPS: Final = frozenset({"enqueue", "enqueue_many"})
 # Writes whose caller is told "done" and must find it done after a power cut:
 # they commit at ``synchronous``. Every other write is a worker's transition of a
@@ -1478,17 +1490,31 @@ class SQLiteBackend:
         return [(minute * 60.0, ok, failed, retried) for minute, ok, failed, retried in rows]
 
     def counts(self) -> dict[str, dict[str, int]]:
+        """Jobs by queue and state, counted in indexes rather than in the table.
+
+        The jobs of each queue (``jobs_queue``, a covering index) less its
+        pending (``jobs_claim``), running (``jobs_lease``), failed and cancelled
+        (``jobs_failed``) ones are its succeeded ones; all in one read
+        transaction, so the difference is exact. With 1,000,000 stored jobs
+        0.13 s, where a ``GROUP BY queue, state`` over the table took 0.65 s
+        (docs/sqlite.md). Queues and states come in name order.
+        """
         with self._snapshot("counts") as conn:
-            rows = conn.execute(
-                "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
-            ).fetchall()
-            rows += conn.execute(
-                "SELECT queue, 'pending', count(*) FROM inbox GROUP BY queue"
-            ).fetchall()
+            totals: dict[str, int] = dict(conn.execute(_COUNT_BY_QUEUE).fetchall())
+            listed = conn.execute(_COUNT_UNFINISHED_AND_FAILED).fetchall()
+            inboxed = conn.execute(_COUNT_INBOX).fetchall()
+        found: dict[tuple[str, str], int] = {}
+        for queue, state, n in listed:
+            found[queue, state] = n
+            totals[queue] -= n
+        for queue, n in totals.items():
+            if n:
+                found[queue, "succeeded"] = n
+        for queue, n in inboxed:
+            found[queue, "pending"] = found.get((queue, "pending"), 0) + n
         out: dict[str, dict[str, int]] = {}
-        for queue, state, n in rows:
-            by_state = out.setdefault(queue, {})
-            by_state[state] = by_state.get(state, 0) + n
+        for (queue, state), n in sorted(found.items()):
+            out.setdefault(queue, {})[state] = n
         return out
 
     # -- maintenance -------------------------------------------------------------

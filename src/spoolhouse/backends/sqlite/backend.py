@@ -66,15 +66,6 @@ log = logging.getLogger("spoolhouse.sqlite")
 
 _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-
-# Who checkpoints the WAL. SQLite's automatic checkpoint runs inside the commit
-# that crosses the threshold, so whichever caller commits then pays for copying
-# ~1,000 pages and an fsync. Producers (a web request's enqueue) should not:
-# their connections run with wal_autocheckpoint off, and the workers' writes
-# (claim, complete, ...) keep it on. So that a producer-only period (workers
-# down) cannot grow the WAL without bound, a producer still runs a PASSIVE
-# checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits of the
-# process's producers.
 #: counts(): every job of each queue, from the covering index jobs_queue
 _COUNT_BY_QUEUE: Final = "SELECT queue, count(*) FROM jobs INDEXED BY jobs_queue GROUP BY queue"
 #: counts(): the states with an index of their own (every other job has succeeded)
@@ -87,6 +78,16 @@ _COUNT_UNFINISHED_AND_FAILED: Final = (
     " WHERE state = 'failed' OR state = 'cancelled' GROUP BY queue, state"
 )
 _COUNT_INBOX: Final = "SELECT queue, count(*) FROM inbox GROUP BY queue"
+
+
+# Who checkpoints the WAL. SQLite's automatic checkpoint runs inside the commit
+# that crosses the threshold, so whichever caller commits then pays for copying
+# ~1,000 pages and an fsync. Producers (a web request's enqueue) should not:
+# their connections run with wal_autocheckpoint off, and the workers' writes
+# (claim, complete, ...) keep it on. So that a producer-only period (workers
+# down) cannot grow the WAL without bound, a producer still runs a PASSIVE
+# checkpoint itself after every _PRODUCER_CHECKPOINT_EVERY commits of the
+# process's producers.
 _PRODUCER_OPS: Final = frozenset({"enqueue", "enqueue_many"})
 # Writes whose caller is told "done" and must find it done after a power cut:
 # they commit at ``synchronous``. Every other write is a worker's transition of a

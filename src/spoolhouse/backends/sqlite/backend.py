@@ -451,16 +451,23 @@ class SQLiteBackend:
         still met in ``BEGIN IMMEDIATE``. Both waits together stay within
         ``busy_timeout``.
         """
-        deadline = time.monotonic() + self.options.busy_timeout
-        pid = os.getpid()
-        writer = self._writer(pid)
-        if not writer.acquire(timeout=self.options.busy_timeout):
-            raise self._translate(sqlite3.OperationalError("database is locked"), op)
+        writer, deadline, pid = self._take_writer(op)
         try:
             with self._transaction(op, deadline, pid) as conn:
                 yield conn
         finally:
             writer.release()
+
+    def _take_writer(self, op: str) -> tuple[threading.RLock, float, int]:
+        """Take this process's writer lock for ``op``, within ``busy_timeout``: the
+        lock (the caller releases it), the deadline that its wait and SQLite's
+        share, and this process's id."""
+        deadline = time.monotonic() + self.options.busy_timeout
+        pid = os.getpid()
+        writer = self._writer(pid)
+        if not writer.acquire(timeout=self.options.busy_timeout):
+            raise self._translate(sqlite3.OperationalError("database is locked"), op)
+        return writer, deadline, pid
 
     @contextlib.contextmanager
     def _transaction(self, op: str, deadline: float, pid: int) -> Iterator[sqlite3.Connection]:
@@ -479,7 +486,9 @@ class SQLiteBackend:
             raise
         self._committed(op, conn, own_sync)
 
-    def _write_one(self, op: str, sql: str, params: Sequence[Any], deadline: float) -> int:
+    def _write_one(
+        self, op: str, sql: str, params: Sequence[Any], deadline: float, pid: int
+    ) -> int:
         """Run the one statement ``sql`` as a transaction of its own; its ``rowcount``.
 
         What :meth:`_write` does for a transaction of one statement, without the
@@ -488,10 +497,11 @@ class SQLiteBackend:
         reads (so ``SQLITE_BUSY`` comes before anything is done, and is retried
         like ``BEGIN IMMEDIATE``), and a statement that fails leaves nothing.
         3-4 us less per call than :meth:`_write` on the 2-core VM (the single
-        enqueue: see docs/sqlite.md). The caller holds this process's writer lock,
-        taken within ``deadline``: both waits together stay within ``busy_timeout``.
+        enqueue: see docs/sqlite.md). The caller holds this process's writer lock
+        (:meth:`_take_writer`, which gave ``deadline`` and ``pid``): both waits
+        together stay within ``busy_timeout``.
         """
-        conn, own_sync = self._prepare(op, deadline, os.getpid(), None)
+        conn, own_sync = self._prepare(op, deadline, pid, None)
         try:
             rowcount = self._until_not_busy_cursor(conn, sql, params, deadline).rowcount
         except sqlite3.Error as exc:
@@ -797,13 +807,10 @@ class SQLiteBackend:
         """:meth:`_insert_inbox` as one statement, its own transaction (:meth:`_write_one`):
         for the jobs a producer puts in inbox between its own moves."""
         present, values = _compact_row(job)
-        deadline = time.monotonic() + self.options.busy_timeout
-        writer = self._writer(os.getpid())
-        if not writer.acquire(timeout=self.options.busy_timeout):
-            raise self._translate(sqlite3.OperationalError("database is locked"), "enqueue")
+        writer, deadline, pid = self._take_writer("enqueue")
         try:
             sql = _inbox_insert(present)
-            stored = self._write_one("enqueue", sql, (*values, job.id), deadline) == 1
+            stored = self._write_one("enqueue", sql, (*values, job.id), deadline, pid) == 1
             if stored:
                 self._inboxed += 1  # under the writer lock, as in _insert_inbox
                 return _stored(job), True
